@@ -1,0 +1,3 @@
+from asr_stream.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""The whole chain's wiring, in one place: source -> framer -> denoiser -> recogniser -> captions."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from asr_stream.captions import Captions
+from asr_stream.denoisers import create_denoiser
+from asr_stream.errors import UserError
+from asr_stream.outputs import CaptionWriter
+from asr_stream.recognizers import create_recognizer
+from asr_stream.scheduler import Chain
+from asr_stream.stages import Hypothesis
+from asr_stream.stats import LatencyTracker, summarize
+
+
+@dataclass
+class Settings:
+    audio_path: str | None = None
+    mode: str = "file"  # file | microphone
+    pace: str = "fast"  # realtime | fast (files only)
+    raw_rate: int = 16000
+    raw_format: str = "s16le"
+    raw_channels: int = 1
+    audio_backend: str = "sounddevice"
+    input_device: str | None = None
+    max_seconds: float | None = None  # stop capturing after this long (microphone)
+    denoiser: str = "deepfilternet"
+    atten_lim_db: float = 20.0
+    asr: str = "whisper"
+    model: str | None = None
+    language: str | None = "en"
+    device: str = "cpu"
+    threads: int = 1
+    extra: dict = field(default_factory=dict)  # stage options from a preset, passed through
+
+
+def make_source(s: Settings):
+    if s.mode == "microphone":
+        from asr_stream.microphone import MicrophoneSource
+
+        return MicrophoneSource(s.input_device, backend=s.audio_backend)
+    if s.audio_path is None:
+        raise UserError("no input: give --audio_path FILE (or - for stdin), or --mode microphone")
+    from asr_stream.sources import FileSource, RawStdinSource
+
+    if s.audio_path == "-":
+        return RawStdinSource(s.raw_rate, s.raw_format, s.raw_channels, pace=s.pace)
+    return FileSource(s.audio_path, pace=s.pace)
+
+
+def build_chain(s: Settings, source=None) -> Chain:
+    if s.device not in ("cpu", "cuda"):
+        raise UserError(f"unknown device '{s.device}' (use cpu or cuda)")
+    if s.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {s.threads}")
+    import torch
+
+    torch.set_num_threads(s.threads)  # one intra-op pool per stage: two big pools fight on 2 cores
+    options = dict(device=s.device, threads=s.threads, model=s.model, language=s.language,
+                   atten_lim_db=s.atten_lim_db, **s.extra)
+    source = source or make_source(s)
+    denoiser = create_denoiser(s.denoiser, **options)
+    recognizer = create_recognizer(s.asr, **options)
+    return Chain(source, denoiser, recognizer)
+
+
+def run(s: Settings, captions: Captions | None = None, writer: CaptionWriter | None = None,
+        chain: Chain | None = None, handle_signals: bool = True) -> tuple[dict, list[Hypothesis]]:
+    """Run the chain to the end of its input (or Ctrl-C / SIGTERM, which flush the last words).
+    Returns the run's summary and its final hypotheses; a failing stage raises."""
+    chain = chain or build_chain(s)
+    latency = LatencyTracker()
+    finals: list[Hypothesis] = []
+    interrupts = 0
+
+    def on_signal(signum, frame):
+        nonlocal interrupts
+        interrupts += 1
+        chain.stop_input() if interrupts == 1 else chain.abort()
+
+    old = {}
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, on_signal)
+    timer = None
+    try:
+        t0 = time.monotonic()
+        chain.start()
+        if s.max_seconds:
+            timer = threading.Timer(s.max_seconds, chain.stop_input)
+            timer.daemon = True
+            timer.start()
+        for hyp in chain.events():
+            latency.observe(hyp, chain.clock.arrival_of)
+            if captions is not None:
+                captions.update(hyp)
+            if hyp.final:
+                finals.append(hyp)
+                if writer is not None:
+                    writer.write(hyp)
+        wall = (chain.finished_at or time.monotonic()) - t0
+    finally:
+        if timer is not None:
+            timer.cancel()
+        chain.abort()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if captions is not None:
+            captions.close()
+        if writer is not None:
+            writer.close()
+    pace = "realtime" if s.mode == "microphone" else s.pace
+    summary = summarize(chain, latency, wall, pace)
+    summary["interrupted"] = interrupts > 0
+    return summary, finals

@@ -1,0 +1,21 @@
+"""Recognisers by name: `whisper` (the embedded default), or `package.module:factory`."""
+
+from __future__ import annotations
+
+from asr_stream.errors import UserError
+from asr_stream.plugins import load_factory
+from asr_stream.stages import Recognizer
+
+
+def create_recognizer(spec: str, **options) -> Recognizer:
+    """Build the recogniser `spec` names. `options` are the chain's settings (model, device,
+    threads, ...); each recogniser takes the ones it understands."""
+    if spec in ("whisper", "whisper-tiny.en", "", None):
+        from asr_stream.recognizers.whisper import WhisperStreamingRecognizer
+
+        return WhisperStreamingRecognizer(model_path=options.get("model"), device=options.get("device", "cpu"),
+                                          threads=options.get("threads", 1),
+                                          language=options.get("language", "en"))
+    if ":" in spec:
+        return load_factory(spec, "recognizer")(**options)
+    raise UserError(f"unknown recognizer '{spec}' (use whisper, or module:factory)")

@@ -1,0 +1,188 @@
+"""The threaded chain: one worker per stage, bounded queues, one-way data flow.
+
+    source --ring--> [denoise worker: framer + denoiser] --q--> [recognize worker] --q--> caller
+
+End of stream flows through as `None`. Any exception in a worker is recorded with its stage
+name, every worker is told to stop, and `events()` raises it, so a failing stage stops the
+chain at once instead of leaving the others waiting. Queue waits use short timeouts so no
+worker can hang on a peer that died.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from asr_stream.errors import StageError, UserError
+from asr_stream.framer import Framer, Hop
+from asr_stream.ring_buffer import RingBuffer
+from asr_stream.sources import Source
+from asr_stream.stages import Denoiser, Hypothesis, Recognizer
+
+POLL = 0.05
+
+
+@dataclass
+class StageTimes:
+    """Wall seconds a stage spent on its own work (not waiting for input)."""
+
+    busy: float = 0.0
+
+
+@dataclass
+class ChainClock:
+    """Maps the 16 kHz timeline to when each stretch of audio entered the chain."""
+
+    ends: list[int] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
+
+    def add(self, hop: Hop) -> None:
+        self.ends.append(hop.start + len(hop.samples))
+        self.arrivals.append(hop.arrival)
+
+    def arrival_of(self, seconds: float, sample_rate: int = 16000) -> float | None:
+        import bisect
+
+        i = bisect.bisect_left(self.ends, int(seconds * sample_rate))
+        return self.arrivals[i] if i < len(self.arrivals) else None
+
+
+class Chain:
+    def __init__(self, source: Source, denoiser: Denoiser, recognizer: Recognizer,
+                 ring_seconds: float = 10.0, queue_hops: int = 1000):
+        self.source, self.denoiser, self.recognizer = source, denoiser, recognizer
+        self.ring = RingBuffer(int(source.sample_rate * ring_seconds))
+        self.framer = Framer(self.ring, source.sample_rate, denoiser.hop_size)
+        self.clock = ChainClock()
+        self.times = {"denoiser": StageTimes(), "recognizer": StageTimes()}
+        self.audio_samples = 0
+        self._clean_q: queue.Queue = queue.Queue(maxsize=queue_hops)
+        self._events_q: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._failure: StageError | UserError | None = None
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self.started_at = 0.0
+        self.finished_at = 0.0
+
+    # -- control ----------------------------------------------------------------------
+    def start(self) -> None:
+        self.started_at = time.monotonic()
+        self._threads = [threading.Thread(target=self._guard, args=(name, fn), name=name, daemon=True)
+                         for name, fn in (("denoiser", self._denoise_loop), ("recognizer", self._recognize_loop))]
+        for t in self._threads:
+            t.start()
+        self.source.start(self.ring)
+
+    def stop_input(self) -> None:
+        """Graceful stop (Ctrl-C): no more audio; what was captured still flows through."""
+        self.source.stop()
+
+    def abort(self) -> None:
+        self.source.stop()
+        self._stop.set()
+
+    def _fail(self, exc: BaseException, stage: str) -> None:
+        with self._lock:
+            if self._failure is None:
+                self._failure = exc if isinstance(exc, UserError) else StageError(stage, exc)
+        self.abort()
+
+    def _guard(self, name: str, fn) -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            self._fail(exc, name)
+        finally:
+            self._events_q.put(None) if name == "recognizer" else None
+
+    def _put(self, q: queue.Queue, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # -- workers ----------------------------------------------------------------------
+    def _timed(self, stage: str, fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        self.times[stage].busy += time.perf_counter() - t0
+        return out
+
+    def _denoise_loop(self) -> None:
+        while not self._stop.is_set():
+            if self.source.error is not None:
+                return self._fail(self.source.error, "source")
+            hops = self.framer.hops(timeout=POLL)
+            for hop in hops:
+                self.clock.add(hop)
+                self.audio_samples += len(hop.samples)
+                out = self._timed("denoiser", self.denoiser.process, hop.samples)
+                if len(out) and not self._put(self._clean_q, out):
+                    return
+            if self.framer.finished:
+                if self.source.error is not None:
+                    return self._fail(self.source.error, "source")
+                tail = self._timed("denoiser", self.denoiser.flush)
+                if len(tail):
+                    self._put(self._clean_q, tail)
+                self._put(self._clean_q, None)
+                return
+
+    def _recognize_loop(self) -> None:
+        done = False
+        while not done and not self._stop.is_set():
+            try:
+                first = self._clean_q.get(timeout=POLL)
+            except queue.Empty:
+                continue
+            chunks = [first]
+            while chunks[-1] is not None:  # take everything queued: decode once for all of it
+                try:
+                    chunks.append(self._clean_q.get_nowait())
+                except queue.Empty:
+                    break
+            done = chunks[-1] is None
+            audio = [c for c in chunks if c is not None]
+            if audio:
+                self._timed("recognizer", self.recognizer.accept_waveform, np.concatenate(audio))
+            hyps = self._timed("recognizer", self.recognizer.decode)
+            if done:
+                hyps += self._timed("recognizer", self.recognizer.finish)
+            for h in hyps:
+                self._events_q.put(h)
+        self.finished_at = time.monotonic()
+
+    # -- results ----------------------------------------------------------------------
+    def events(self):
+        """Yield hypotheses as they come; raises the first stage failure."""
+        while True:
+            try:
+                item = self._events_q.get(timeout=POLL)
+            except queue.Empty:
+                if self._failure is not None:
+                    break
+                continue
+            if item is None:
+                break
+            yield item
+        self.join(timeout=1.0)
+        if self._failure is not None:
+            raise self._failure
+
+    def join(self, timeout: float = 1.0) -> None:
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self.source.join(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def dropped_samples(self) -> int:
+        return self.ring.dropped

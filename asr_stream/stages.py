@@ -1,0 +1,88 @@
+"""The two stage interfaces every denoiser and recognizer implements.
+
+Everything downstream (scheduler, captions, outputs, stats) talks to these and nothing else,
+so a new denoiser or recognizer plugs in without touching the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Word:
+    """A recognised word; times are seconds on the input's timeline (0 = first input sample)."""
+
+    text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """The recogniser's current view of one utterance.
+
+    `words[:stable]` are committed: no later hypothesis of this utterance changes them.
+    A final hypothesis (`final=True`) closes the utterance and has every word stable.
+    """
+
+    utterance: int
+    words: tuple[Word, ...]
+    stable: int
+    final: bool
+    emitted_at: float = field(default=0.0, compare=False)  # time.monotonic() when produced
+
+    @property
+    def text(self) -> str:
+        return " ".join(w.text for w in self.words)
+
+    @property
+    def start(self) -> float:
+        return self.words[0].start if self.words else 0.0
+
+    @property
+    def end(self) -> float:
+        return self.words[-1].end if self.words else 0.0
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """Hops in, hops out, at 16 kHz.
+
+    `process` takes one hop of `hop_size` samples and returns whatever denoised audio is
+    ready; the output is aligned with the input (its first sample is the first input
+    sample), so its total length equals the input's once `flush` has returned the tail.
+    """
+
+    name: str
+    hop_size: int
+    latency_s: float  # algorithmic latency: how much later than the input the output is ready
+
+    def process(self, hop: np.ndarray) -> np.ndarray: ...
+
+    def flush(self) -> np.ndarray: ...
+
+    def reset(self) -> None: ...
+
+
+@runtime_checkable
+class Recognizer(Protocol):
+    """Audio in, hypotheses out (the sherpa-onnx / whisper_streaming contract).
+
+    `accept_waveform` only buffers; `decode` does whatever work is due and returns new
+    hypotheses; `finish` flushes the end of the stream as final hypotheses; `reset` starts a
+    new stream.
+    """
+
+    name: str
+
+    def accept_waveform(self, samples: np.ndarray) -> None: ...
+
+    def decode(self) -> list[Hypothesis]: ...
+
+    def finish(self) -> list[Hypothesis]: ...
+
+    def reset(self) -> None: ...
