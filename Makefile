@@ -1,0 +1,41 @@
+# make install  - .venv with torch (CPU), the package and its test extras, and the Debian packages
+# make demo     - install, then caption the bundled speech sample live
+# make test     - the test suite
+# make bench    - measure and rewrite BENCHMARKS.md
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+APT_PACKAGES := libportaudio2 portaudio19-dev libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+STAMP  := $(VENV)/.installed
+
+.PHONY: install apt demo test bench clean
+
+install: $(STAMP)
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
+
+$(STAMP): pyproject.toml constraints.txt | apt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/asr-stream --audio_path samples/LJ001-0001.wav --pace realtime --timestamps
+
+test: install
+	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+bench: install
+	$(PY) bench/bench_engine.py --out BENCHMARKS.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
