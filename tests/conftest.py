@@ -1,0 +1,99 @@
+"""Shared test helpers: real speech (shipped clips, and ../shared when present), WER, CLI runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHARED_SPEECH = SHARED / "data" / "speech"
+SHARED_NOISE = SHARED / "data" / "noise"
+
+needs_shared = pytest.mark.skipif(not SHARED_SPEECH.is_dir(), reason="../shared (speech and noise data) is absent")
+
+
+def audioeval_clips() -> list[tuple[Path, str]]:
+    """English speech clips with transcripts shipped inside the pytest-audioeval package."""
+    import pytest_audioeval
+
+    folder = Path(pytest_audioeval.__file__).parent / "samples" / "audio" / "en"
+    return [(wav, wav.with_suffix(".txt").read_text().strip()) for wav in sorted(folder.glob("*.wav"))]
+
+
+def demo_clip() -> tuple[Path, str]:
+    """The public-domain LJSpeech clip the repository ships (22.05 kHz)."""
+    return REPO / "samples" / "LJ001-0001.wav", (REPO / "samples" / "LJ001-0001.txt").read_text().strip()
+
+
+def shared_tsv(folder: str) -> list[tuple[Path, str]]:
+    base = SHARED_SPEECH / folder
+    rows = [line.rstrip("\n").split("\t") for line in (base / "transcripts.tsv").read_text().splitlines() if line.strip()]
+    sub = "clean" if (base / "clean").is_dir() else ""
+    return [(base / sub / name, text) for name, text in rows]
+
+
+_normalizer = None
+
+
+def normalize(text: str) -> str:
+    global _normalizer
+    if _normalizer is None:
+        from whisper_normalizer.english import EnglishTextNormalizer
+
+        _normalizer = EnglishTextNormalizer()
+    return " ".join(_normalizer(text).split())
+
+
+def wer(refs: list[str], hyps: list[str]) -> float:
+    import jiwer
+
+    return jiwer.wer([normalize(r) for r in refs], [normalize(h) or "<empty>" for h in hyps])
+
+
+def load_16k(path: Path) -> np.ndarray:
+    import julius
+    import torch
+
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    x = x.mean(axis=1)
+    return julius.resample_frac(torch.from_numpy(x), sr, 16000).numpy() if sr != 16000 else x
+
+
+def concat_with_gaps(clips: list[np.ndarray], gap_s: float = 1.2, sr: int = 16000) -> np.ndarray:
+    gap = np.zeros(int(gap_s * sr), np.float32)
+    parts = [gap]
+    for c in clips:
+        parts += [c.astype(np.float32), gap]
+    return np.concatenate(parts)
+
+
+def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if len(noise) < len(speech):
+        noise = np.tile(noise, len(speech) // len(noise) + 1)
+    start = rng.integers(0, len(noise) - len(speech) + 1)
+    noise = noise[start : start + len(speech)]
+    active = speech[np.abs(speech) > 0.02 * np.abs(speech).max()]
+    gain = np.sqrt(np.mean(active**2) / (np.mean(noise**2) * 10 ** (snr_db / 10)))
+    return (speech + gain * noise).astype(np.float32)
+
+
+def run_cli(*args: str, stdin: bytes | None = None, timeout: float = 300, env: dict | None = None):
+    """Run `asr-stream` as a user would (a separate process; stdout is a pipe)."""
+    full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+    return subprocess.run([sys.executable, "-m", "asr_stream", *args], input=stdin, capture_output=True,
+                          timeout=timeout, env=full_env, cwd=REPO)
+
+
+@pytest.fixture(scope="session")
+def whisper_model_path() -> str:
+    from asr_stream.recognizers.whisper import bundled_model_path
+
+    return bundled_model_path()
