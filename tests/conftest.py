@@ -20,11 +20,15 @@ needs_shared = pytest.mark.skipif(not SHARED_SPEECH.is_dir(), reason="../shared 
 
 
 def audioeval_clips() -> list[tuple[Path, str]]:
-    """English speech clips with transcripts shipped inside the pytest-audioeval package."""
-    import pytest_audioeval
+    """English speech clips with transcripts shipped inside the pytest-audioeval package.
 
-    folder = Path(pytest_audioeval.__file__).parent / "samples" / "audio" / "en"
-    return [(wav, wav.with_suffix(".txt").read_text().strip()) for wav in sorted(folder.glob("*.wav"))]
+    Its `counting` clip is left out: Whisper writes "1, 2, 3" and the English normaliser turns
+    the spoken-out reference into "12345678910", so WER cannot score it fairly."""
+    from importlib.resources import files
+
+    folder = Path(str(files("pytest_audioeval"))) / "samples" / "audio" / "en"
+    return [(wav, wav.with_suffix(".txt").read_text().strip()) for wav in sorted(folder.glob("*.wav"))
+            if wav.stem != "counting"]
 
 
 def demo_clip() -> tuple[Path, str]:

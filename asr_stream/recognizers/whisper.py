@@ -247,6 +247,11 @@ class WhisperStreamingRecognizer:
         new_words = words[len(self._prefix):] if len(words) >= len(self._prefix) else []
         keep = cut_repetition([w.text for w in self._prefix] + [w.text for w in new_words])
         new_words = new_words[: max(0, keep - len(self._prefix))]
+        floor = self._prefix[-1].end if self._prefix else (self._context[-1].end if self._context else 0.0)
+        for i, w in enumerate(new_words):  # separate decodes align slightly differently: keep times monotonic
+            start = max(w.start, floor)
+            new_words[i] = Word(w.text, start, max(w.end, start))
+            floor = new_words[i].end
         self.decodes += 1
         self.decode_seconds += time.perf_counter() - t0
         return new_words

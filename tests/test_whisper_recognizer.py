@@ -1,0 +1,117 @@
+"""The streaming Whisper recogniser on real speech: accuracy, the streaming contract, and no runaway."""
+
+import numpy as np
+import pytest
+
+from asr_stream.recognizers import create_recognizer
+from asr_stream.recognizers.whisper import cut_repetition
+from asr_stream.stages import Recognizer
+from conftest import (SHARED_NOISE, SHARED_SPEECH, audioeval_clips, concat_with_gaps, demo_clip, load_16k, needs_shared,
+                      shared_tsv, wer)
+
+
+@pytest.fixture(scope="module")
+def rec():
+    return create_recognizer("whisper")
+
+
+def _run(rec, audio, step=1600):
+    rec.reset()
+    hyps = []
+    for i in range(0, len(audio), step):
+        rec.accept_waveform(audio[i : i + step])
+        hyps += rec.decode()
+    return hyps + rec.finish()
+
+
+def _final_text(hyps):
+    return " ".join(h.text for h in hyps if h.final)
+
+
+def test_is_a_recognizer_stage(rec):
+    assert isinstance(rec, Recognizer)
+
+
+def test_shipped_clips_transcribe(rec):
+    clips = audioeval_clips() + [demo_clip()]
+    hyps = [_final_text(_run(rec, concat_with_gaps([load_16k(w)]))) for w, _ in clips]
+    assert wer([t for _, t in clips], hyps) < 0.12
+
+
+def test_streaming_contract_partials_stable_words_and_times(rec):
+    wav, ref = demo_clip()
+    audio = concat_with_gaps([load_16k(wav)])
+    hyps = _run(rec, audio)
+    finals = [h for h in hyps if h.final]
+    assert len(finals) == 1 and wer([ref], [finals[0].text]) < 0.1
+    partials = [h for h in hyps if not h.final]
+    # partials during speech at least every 0.5 s of audio: ~9.7 s of speech
+    assert len(partials) >= 12
+    # committed words are never rewritten
+    committed: list = []
+    for h in hyps:
+        assert list(h.words[: len(committed)]) == committed
+        committed = list(h.words[: h.stable])
+    # words are in order, inside the audio, with sensible durations
+    words = finals[0].words
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(words, words[1:]))
+    assert words[0].start >= 1.0 and words[-1].end <= len(audio) / 16000
+    assert all(0 <= w.end - w.start < 2.0 for w in words)
+
+
+def test_block_size_does_not_change_the_text(rec):
+    audio = concat_with_gaps([load_16k(w) for w, _ in audioeval_clips()])
+    assert _final_text(_run(rec, audio, step=160)) == _final_text(_run(rec, audio, step=16000))
+
+
+def test_long_speech_without_pause_keeps_buffer_bounded(rec):
+    # ~40 s of speech with only short gaps (0.2 s < endpoint silence): one long utterance
+    clips = [load_16k(w) for w, _ in audioeval_clips() + [demo_clip()]] * 3
+    audio = concat_with_gaps(clips, gap_s=0.2)
+    rec.reset()
+    longest = 0
+    hyps = []
+    for i in range(0, len(audio), 1600):
+        rec.accept_waveform(audio[i : i + 1600])
+        hyps += rec.decode()
+        if rec._in_utt:
+            longest = max(longest, len(rec._buf))
+    hyps += rec.finish()
+    assert longest <= rec.max_buffer + 16000
+    refs = [t for _, t in audioeval_clips() + [demo_clip()]] * 3
+    assert wer([" ".join(refs)], [_final_text(hyps)]) < 0.25
+
+
+def test_silence_and_pure_noise_give_no_words(rec):
+    rng = np.random.default_rng(0)
+    assert _final_text(_run(rec, np.zeros(16000 * 5, np.float32))) == ""
+    noise = (rng.standard_normal(16000 * 8) * 0.05).astype(np.float32)
+    assert len(_final_text(_run(rec, noise)).split()) <= 2
+
+
+def test_cut_repetition():
+    looped = "this has since been called missile type this has since been called missile type this has"
+    assert cut_repetition(looped.split()) == 7
+    assert cut_repetition("thank you thank you thank you".split()) == 2
+    assert cut_repetition("no no no no".split()) == 1
+    assert cut_repetition("one two three four five".split()) == 5
+    assert cut_repetition("very very good".split()) == 3
+
+
+@needs_shared
+def test_ljspeech_wer(rec):
+    rows = shared_tsv("ljspeech")[:12]
+    hyps = [_final_text(_run(rec, concat_with_gaps([load_16k(p)]))) for p, _ in rows]
+    assert wer([t for _, t in rows], hyps) < 0.10
+
+
+@needs_shared
+def test_no_runaway_in_babble_and_noise(rec):
+    """Real noise alone, and babble of four speakers: no long hallucinated runs."""
+    noise = load_16k(SHARED_NOISE / "running_tap.wav")[: 16000 * 20]
+    assert len(_final_text(_run(rec, noise)).split()) <= 5
+    talkers = sorted((SHARED_SPEECH / "librispeech_unlabeled").rglob("*.flac"))[:4]
+    babble = sum(np.resize(load_16k(p), 16000 * 10) * 0.3 for p in talkers)
+    words = _final_text(_run(rec, babble.astype(np.float32))).split()
+    # nothing repeated in a loop
+    assert cut_repetition(words) == len(words)
