@@ -60,8 +60,9 @@ def build_chain(s: Settings, source=None) -> Chain:
     import torch
 
     torch.set_num_threads(s.threads)  # one intra-op pool per stage: two big pools fight on 2 cores
+    live = s.mode == "microphone" or s.pace == "realtime"  # audio arrives at wall-clock rate
     options = dict(device=s.device, threads=s.threads, model=s.model, language=s.language,
-                   atten_lim_db=s.atten_lim_db, **s.extra)
+                   atten_lim_db=s.atten_lim_db, live=live, **s.extra)
     source = source or make_source(s)
     denoiser = create_denoiser(s.denoiser, **options)
     recognizer = create_recognizer(s.asr, **options)

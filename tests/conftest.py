@@ -24,9 +24,9 @@ def audioeval_clips() -> list[tuple[Path, str]]:
 
     Its `counting` clip is left out: Whisper writes "1, 2, 3" and the English normaliser turns
     the spoken-out reference into "12345678910", so WER cannot score it fairly."""
-    from importlib.resources import files
+    import pytest_audioeval  # a namespace package: no __file__, but a __path__
 
-    folder = Path(str(files("pytest_audioeval"))) / "samples" / "audio" / "en"
+    folder = Path(list(pytest_audioeval.__path__)[0]) / "samples" / "audio" / "en"
     return [(wav, wav.with_suffix(".txt").read_text().strip()) for wav in sorted(folder.glob("*.wav"))
             if wav.stem != "counting"]
 

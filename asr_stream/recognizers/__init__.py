@@ -15,7 +15,8 @@ def create_recognizer(spec: str, **options) -> Recognizer:
 
         return WhisperStreamingRecognizer(model_path=options.get("model"), device=options.get("device", "cpu"),
                                           threads=options.get("threads", 1),
-                                          language=options.get("language", "en"))
+                                          language=options.get("language", "en"),
+                                          backlog_s=2.0 if options.get("live", True) else None)
     if ":" in spec:
         return load_factory(spec, "recognizer")(**options)
     raise UserError(f"unknown recognizer '{spec}' (use whisper, or module:factory)")

@@ -3,7 +3,8 @@
 Whisper is not a streaming model, so this wraps it in a loop with four rules:
 - Silero VAD finds utterances; audio outside them is never decoded.
 - While speech goes on, the utterance buffer is decoded every `partial_interval_s` of audio
-  (at fixed audio positions, so `--pace realtime` and `--pace fast` give the same text). Words
+  (at fixed audio positions, so `--pace realtime` and `--pace fast` give the same text as long
+  as the chain keeps up; a live stream that falls over 2 s behind skips partials to catch up). Words
   two consecutive decodes agree on are committed (LocalAgreement-2) and are never rewritten:
   later decodes are forced to continue from them.
 - The buffer never grows without bound: past `max_buffer_s` it is cut after the last committed
@@ -63,7 +64,7 @@ class WhisperStreamingRecognizer:
     def __init__(self, model_path: str | None = None, device: str = "cpu", threads: int = 1,
                  compute_type: str | None = None, language: str | None = "en",
                  partial_interval_s: float = 0.5, window_s: float = 10.0, max_buffer_s: float = 7.0,
-                 min_silence_s: float = 0.5, preroll_s: float = 0.3, backlog_s: float = 2.0):
+                 min_silence_s: float = 0.5, preroll_s: float = 0.3, backlog_s: float | None = 2.0):
         try:
             from faster_whisper import WhisperModel
             from faster_whisper.tokenizer import Tokenizer
@@ -88,7 +89,9 @@ class WhisperStreamingRecognizer:
         self.window = int(window_s * SAMPLE_RATE)
         self.max_buffer = int(min(max_buffer_s, window_s - 1.5) * SAMPLE_RATE)
         self.preroll = int(preroll_s * SAMPLE_RATE)
-        self.backlog = int(backlog_s * SAMPLE_RATE)
+        # live input: when more than `backlog_s` behind, skip partials (not finals) to catch up;
+        # None (files at --pace fast) decodes every partial, so the text never depends on timing
+        self.backlog = int(backlog_s * SAMPLE_RATE) if backlog_s is not None else None
         self.detector = SpeechDetector(min_silence_s=min_silence_s)
         self.decodes = 0
         self.decode_seconds = 0.0
@@ -112,7 +115,7 @@ class WhisperStreamingRecognizer:
         out: list[Hypothesis] = []
         n = len(self._unscored) // CHUNK
         for i in range(n):
-            behind = (n - 1 - i) * CHUNK > self.backlog
+            behind = self.backlog is not None and (n - 1 - i) * CHUNK > self.backlog
             out += self._step(self._unscored[i * CHUNK : (i + 1) * CHUNK], skip_partial=behind)
         self._unscored = self._unscored[n * CHUNK :]
         return out

@@ -1,0 +1,31 @@
+"""A user-supplied stage that breaks mid-stream (`--denoiser failing_stages:broken_denoiser`),
+to check that a failing stage stops the whole chain cleanly."""
+
+import os
+import time
+
+from asr_stream.denoisers.passthrough import Passthrough
+
+
+class BrokenDenoiser(Passthrough):
+    name = "broken"
+
+    def __init__(self, fail_after_hops: int = 200):
+        super().__init__()
+        self.left = fail_after_hops
+        self.failed_at: float | None = None
+
+    def process(self, hop):
+        self.left -= 1
+        if self.left < 0:
+            self.failed_at = time.monotonic()
+            stamp = os.environ.get("BROKEN_STAGE_STAMP")
+            if stamp:
+                with open(stamp, "w") as f:
+                    f.write(repr(time.time()))
+            raise RuntimeError("simulated denoiser failure")
+        return hop
+
+
+def broken_denoiser(**options):
+    return BrokenDenoiser()
