@@ -35,7 +35,7 @@ test: install
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 bench: install
-	$(PY) bench/bench_engine.py --out BENCHMARKS.md
+	BENCH_ENGINE_CMD="make bench" $(PY) bench/bench_engine.py --out BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

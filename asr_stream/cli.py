@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--audio-backend", choices=["sounddevice", "pyaudio"], help="microphone library (default sounddevice)")
     src.add_argument("--input-device", help="microphone: device index or name (default: the system default input)")
     src.add_argument("--list-devices", action="store_true", help="list input devices and exit")
-    src.add_argument("--max-seconds", type=float, help="stop after this many seconds (microphone)")
+    src.add_argument("--max-seconds", type=float, help="stop after this many seconds of audio")
     chain = p.add_argument_group("chain")
     chain.add_argument("--config", help="a preset from configs/ (name or path); flags override it")
     chain.add_argument("--denoiser", help="none | deepfilternet | module:factory (default deepfilternet)")

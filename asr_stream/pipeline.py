@@ -27,7 +27,7 @@ class Settings:
     raw_channels: int = 1
     audio_backend: str = "sounddevice"
     input_device: str | None = None
-    max_seconds: float | None = None  # stop capturing after this long (microphone)
+    max_seconds: float | None = None  # stop after this many seconds of audio
     denoiser: str = "deepfilternet"
     atten_lim_db: float = 20.0
     asr: str = "whisper"
@@ -66,7 +66,7 @@ def build_chain(s: Settings, source=None) -> Chain:
     source = source or make_source(s)
     denoiser = create_denoiser(s.denoiser, **options)
     recognizer = create_recognizer(s.asr, **options)
-    return Chain(source, denoiser, recognizer)
+    return Chain(source, denoiser, recognizer, max_seconds=s.max_seconds)
 
 
 def run(s: Settings, captions: Captions | None = None, writer: CaptionWriter | None = None,
@@ -87,14 +87,9 @@ def run(s: Settings, captions: Captions | None = None, writer: CaptionWriter | N
     if handle_signals and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             old[sig] = signal.signal(sig, on_signal)
-    timer = None
     try:
         t0 = time.monotonic()
         chain.start()
-        if s.max_seconds:
-            timer = threading.Timer(s.max_seconds, chain.stop_input)
-            timer.daemon = True
-            timer.start()
         for hyp in chain.events():
             latency.observe(hyp, chain.clock.arrival_of)
             if captions is not None:
@@ -105,8 +100,6 @@ def run(s: Settings, captions: Captions | None = None, writer: CaptionWriter | N
                     writer.write(hyp)
         wall = (chain.finished_at or time.monotonic()) - t0
     finally:
-        if timer is not None:
-            timer.cancel()
         chain.abort()
         for sig, handler in old.items():
             signal.signal(sig, handler)

@@ -53,13 +53,14 @@ class ChainClock:
 
 class Chain:
     def __init__(self, source: Source, denoiser: Denoiser, recognizer: Recognizer,
-                 ring_seconds: float = 10.0, queue_hops: int = 1000):
+                 ring_seconds: float = 10.0, queue_hops: int = 1000, max_seconds: float | None = None):
         self.source, self.denoiser, self.recognizer = source, denoiser, recognizer
         self.ring = RingBuffer(int(source.sample_rate * ring_seconds))
         self.framer = Framer(self.ring, source.sample_rate, denoiser.hop_size)
         self.clock = ChainClock()
         self.times = {"denoiser": StageTimes(), "recognizer": StageTimes()}
         self.audio_samples = 0
+        self.max_samples = int(max_seconds * 16000) if max_seconds else None  # stop input after this much audio
         self._clean_q: queue.Queue = queue.Queue(maxsize=queue_hops)
         self._events_q: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -124,6 +125,8 @@ class Chain:
             for hop in hops:
                 self.clock.add(hop)
                 self.audio_samples += len(hop.samples)
+                if self.max_samples and self.audio_samples >= self.max_samples:
+                    self.source.stop()
                 out = self._timed("denoiser", self.denoiser.process, hop.samples)
                 if len(out) and not self._put(self._clean_q, out):
                     return
