@@ -10,6 +10,8 @@ worker can hang on a peer that died.
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import queue
 import threading
 import time
@@ -45,8 +47,6 @@ class ChainClock:
         self.arrivals.append(hop.arrival)
 
     def arrival_of(self, seconds: float, sample_rate: int = 16000) -> float | None:
-        import bisect
-
         i = bisect.bisect_left(self.ends, int(seconds * sample_rate))
         return self.arrivals[i] if i < len(self.arrivals) else None
 
@@ -99,7 +99,8 @@ class Chain:
         except BaseException as exc:
             self._fail(exc, name)
         finally:
-            self._events_q.put(None) if name == "recognizer" else None
+            if name == "recognizer":
+                self._events_q.put(None)  # the consumer's end of stream
 
     def _put(self, q: queue.Queue, item) -> bool:
         while not self._stop.is_set():
@@ -159,8 +160,9 @@ class Chain:
             hyps = self._timed("recognizer", self.recognizer.decode)
             if done:
                 hyps += self._timed("recognizer", self.recognizer.finish)
-            for h in hyps:
-                self._events_q.put(h)
+            now = time.monotonic()
+            for h in hyps:  # stamp when the chain produced it, unless the recogniser did
+                self._events_q.put(h if h.emitted_at else dataclasses.replace(h, emitted_at=now))
         self.finished_at = time.monotonic()
 
     # -- results ----------------------------------------------------------------------

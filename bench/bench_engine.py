@@ -384,7 +384,7 @@ CHAIN_NAME = {"deepfilternet": "deepfilternet (default)", "none": "none (no deno
 
 
 def render(runs: list[Run], inputs: dict[str, Input], corpus: Corpus, info: dict, cmd: str,
-           total_s: float, workdir_shown: str) -> tuple[str, list[str]]:
+           total_s: float, workdir_shown: str, offline: dict) -> tuple[str, list[str]]:
     fast = {(r.inp.key, r.chain): r for r in runs if r.pace == "fast"}
     rt = {(r.inp.key, r.chain): r for r in runs if r.pace == "realtime"}
     L: list[str] = [BEGIN, "## Engine: default chain on real speech", ""]
@@ -494,9 +494,8 @@ def render(runs: list[Run], inputs: dict[str, Input], corpus: Corpus, info: dict
 
     # -- WER
     L += ["### Word error rate (`--pace fast` runs above)", "",
-          "One run each. In `--pace fast` the recogniser skips partial decodes while it is more than 2 s "
-          "behind, and how many it skips depends on thread timing, so the text (and WER) can differ a "
-          "little from run to run and from `--pace realtime`.", "",
+          "One run each. At `--pace fast` the recogniser decodes at the same audio positions as a live "
+          "stream that keeps up, so the text does not depend on timing.", "",
           "| input | chain | clips | ref words | WER | subs / dels / ins | command |", "|---|---|---|---|---|---|---|"]
     stdout.append("WER:")
     for r in runs:
@@ -511,6 +510,14 @@ def render(runs: list[Run], inputs: dict[str, Input], corpus: Corpus, info: dict
                      f"{w['S']} / {w['D']} / {w['I']} | {code(r.shown)} |")
         stdout.append(f"  {r.inp.key:16s} {r.chain:13s} WER {pct(r.score['all']['wer'])} "
                       f"({r.score['all']['n']} words)")
+    if offline.get("error"):
+        L.append(f"| clean, offline reference | Whisper tiny.en offline | | | FAILED: {offline['error']} | | "
+                 f"{code(offline['shown'])} |")
+    else:
+        L.append(f"| clean, offline reference: the same model on each clip whole (30 s window, greedy), "
+                 f"not streaming | none | {offline['clips']} | {offline['n']} | **{pct(offline['wer'])}** | | "
+                 f"{code(offline['shown'])} |")
+        stdout.append(f"  offline reference (not streaming) WER {pct(offline['wer'])}")
     L.append("")
     noisy = [fast.get(("noisy_5db", c)) for c in CHAINS]
     if all(r is not None and r.score is not None for r in noisy):
@@ -524,6 +531,25 @@ def render(runs: list[Run], inputs: dict[str, Input], corpus: Corpus, info: dict
         L += ["", "Commands: " + "; ".join(code(r.shown) for r in noisy) + ".", ""]
     L.append(END)
     return "\n".join(L) + "\n", stdout
+
+
+def run_offline_reference(inp: Input, workdir: Path) -> dict:
+    """The same model offline on each clean clip whole: what streaming costs in accuracy."""
+    folder = workdir / "clips"
+    folder.mkdir(exist_ok=True)
+    manifest = workdir / "clean_clips.jsonl"
+    with open(manifest, "w") as f:
+        for i, c in enumerate(inp.clips):
+            path = folder / f"{i:03d}.wav"
+            sf.write(path, c.audio, SR)
+            f.write(json.dumps({"audio": str(path), "text": c.text}) + "\n")
+    out_json = workdir / "offline.json"
+    shown = "python bench/offline_whisper.py $BENCH_TMP/clean_clips.jsonl"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "offline_whisper.py"), str(manifest),
+                           "--json", str(out_json)], capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed", "shown": shown}
+    return {**json.loads(out_json.read_text()), "shown": shown}
 
 
 def write_section(path: Path, section: str) -> None:
@@ -602,9 +628,11 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(r)
             state = r.error or (f"RTF {f2(r.summary.get('rtf'))}, WER {pct(r.score['all']['wer'])}")
             print(f"  [{time.monotonic() - t0:5.1f} s] {r.shown}: {state}", flush=True)
+        offline = run_offline_reference(inputs["clean"], workdir)
+        print(f"  offline reference: {offline.get('error') or pct(offline['wer'])}", flush=True)
         info["load_end"] = os.getloadavg()[0]
         total = time.monotonic() - t_start
-        section, lines = render(runs, inputs, corpus, info, cmd, total, workdir_shown)
+        section, lines = render(runs, inputs, corpus, info, cmd, total, workdir_shown, offline)
         out = Path(args.out)
         write_section(out, section)
         if args.json:

@@ -55,7 +55,8 @@ def test_streaming_contract_partials_stable_words_and_times(rec):
     # words are in order, inside the audio, with sensible durations
     words = finals[0].words
     assert all(a.end <= b.start + 1e-6 for a, b in zip(words, words[1:]))
-    assert words[0].start >= 1.0 and words[-1].end <= len(audio) / 16000
+    # speech starts at 1.2 s; Whisper's alignment is good to a few hundred ms
+    assert 0.7 <= words[0].start <= 1.6 and words[-1].end <= len(audio) / 16000
     assert all(0 <= w.end - w.start < 2.0 for w in words)
 
 

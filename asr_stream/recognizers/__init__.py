@@ -16,7 +16,8 @@ def create_recognizer(spec: str, **options) -> Recognizer:
         return WhisperStreamingRecognizer(model_path=options.get("model"), device=options.get("device", "cpu"),
                                           threads=options.get("threads", 1),
                                           language=options.get("language", "en"),
-                                          backlog_s=2.0 if options.get("live", True) else None)
+                                          backlog_s=2.0 if options.get("live", True) else None,
+                                          partial_interval_s=options.get("partial_interval_s", 0.4))
     if ":" in spec:
         return load_factory(spec, "recognizer")(**options)
     raise UserError(f"unknown recognizer '{spec}' (use whisper, or module:factory)")

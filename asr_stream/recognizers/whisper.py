@@ -11,8 +11,9 @@ Whisper is not a streaming model, so this wraps it in a loop with four rules:
   word, and the cut-off text becomes the decoder's prompt. Each decode encodes a fixed
   `window_s` of audio (zero-padded), not Whisper's 30 s, which costs a third as much and
   (measured on LJSpeech) transcribes as well when the speech is followed by enough padding.
-- Runaway output is cut: new tokens are capped by the audio's length, repeated n-grams are
-  truncated, and words aligned past the end of the real audio are dropped.
+- Runaway output is cut: new tokens are capped by the audio's length, looping n-grams and
+  replays of a 4-word run said earlier in the utterance are truncated, and words aligned past the
+  end of the real audio are dropped.
 """
 
 from __future__ import annotations
@@ -58,13 +59,26 @@ def cut_repetition(words: list[str]) -> int:
     return len(words)
 
 
+def cut_replay(earlier: list[str], new: list[str], n: int = 4) -> int:
+    """Length of `new` kept once it starts replaying an n-word run said earlier in the same
+    utterance (Whisper in noise or past the speech's end likes to repeat what it already wrote)."""
+    seen = set()
+    keys = [_norm(w) for w in earlier + new]
+    for i in range(len(keys) - n + 1):
+        gram = tuple(keys[i : i + n])
+        if i >= len(earlier) and gram in seen:
+            return i - len(earlier)
+        seen.add(gram)
+    return len(new)
+
+
 class WhisperStreamingRecognizer:
     name = "whisper"
 
     def __init__(self, model_path: str | None = None, device: str = "cpu", threads: int = 1,
                  compute_type: str | None = None, language: str | None = "en",
-                 partial_interval_s: float = 0.5, window_s: float = 10.0, max_buffer_s: float = 7.0,
-                 min_silence_s: float = 0.5, preroll_s: float = 0.3, backlog_s: float | None = 2.0):
+                 partial_interval_s: float = 0.4, window_s: float = 10.0, max_buffer_s: float = 7.0,
+                 min_silence_s: float = 0.5, preroll_s: float = 0.5, backlog_s: float | None = 2.0):
         try:
             from faster_whisper import WhisperModel
             from faster_whisper.tokenizer import Tokenizer
@@ -92,6 +106,8 @@ class WhisperStreamingRecognizer:
         # live input: when more than `backlog_s` behind, skip partials (not finals) to catch up;
         # None (files at --pace fast) decodes every partial, so the text never depends on timing
         self.backlog = int(backlog_s * SAMPLE_RATE) if backlog_s is not None else None
+        self.last_word_margin = 0.3  # s: a word ending this close to the buffer's end is not committed yet
+        self.end_margin = int(0.25 * SAMPLE_RATE)  # audio kept after the VAD's end of speech for the final
         self.detector = SpeechDetector(min_silence_s=min_silence_s)
         self.decodes = 0
         self.decode_seconds = 0.0
@@ -141,8 +157,9 @@ class WhisperStreamingRecognizer:
         elif self._in_utt:
             self._buf = np.concatenate([self._buf, chunk])
         self._pos += CHUNK
-        if self._in_utt and any(e.kind == "end" for e in events):
-            return self._final()
+        ends = [e for e in events if e.kind == "end"]
+        if self._in_utt and ends:
+            return self._final(speech_end=ends[0].sample)
         if self._in_utt and self._pos - self._last_partial >= self.partial_interval:
             self._last_partial = self._pos
             if skip_partial:
@@ -175,12 +192,19 @@ class WhisperStreamingRecognizer:
             if _norm(a.text) != _norm(b.text):
                 break
             agreed += 1
+        buffer_end = (self._buf_start + len(self._buf)) / SAMPLE_RATE
+        if agreed and agreed == len(tail) and tail[-1].end > buffer_end - self.last_word_margin:
+            agreed -= 1  # the buffer's last word may still be cut off mid-word: wait for what follows
         self._prefix += tail[:agreed]
         self._tail = tail[agreed:]
         self._trim()
         return self._emit(final=False)
 
-    def _final(self) -> list[Hypothesis]:
+    def _final(self, speech_end: int | None = None) -> list[Hypothesis]:
+        if speech_end is not None:  # decode up to shortly after the speech, not the whole silence
+            keep = speech_end + self.end_margin - self._buf_start
+            if 0 < keep < len(self._buf):
+                self._buf = self._buf[:keep]
         self._prefix += self._transcribe()
         self._tail = []
         self._in_utt = False
@@ -235,7 +259,8 @@ class WhisperStreamingRecognizer:
             prev = tok.encode(" " + " ".join(w.text for w in self._context[-40:]))
             prompt = [tok.sot_prev] + prev[-100:]
         prompt += list(tok.sot_sequence) + [tok.no_timestamps]
-        prefix_text = " ".join(w.text for w in self._prefix)
+        # without its closing full stop, so Whisper does not take the committed words for a whole sentence
+        prefix_text = " ".join(w.text for w in self._prefix).rstrip(".?!。")
         prefix_tokens = tok.encode(" " + prefix_text) if prefix_text else []
         prompt += prefix_tokens
         cap = int(8 + 6 * dur)
@@ -248,8 +273,16 @@ class WhisperStreamingRecognizer:
             tokens = []  # Whisper itself says this is not speech
         words = self._align(encoded, tokens, len(audio) // 160, dur)
         new_words = words[len(self._prefix):] if len(words) >= len(self._prefix) else []
+        if self._prefix and len(words) >= len(self._prefix):
+            # tokens glued to the last committed word ("14" + "55") come back as one word: keep the
+            # committed word as it is and take the rest as a new word
+            glued, last = words[len(self._prefix) - 1], self._prefix[-1]
+            if glued.text != last.text and glued.text.startswith(last.text):
+                new_words = [Word(glued.text[len(last.text):], last.end, max(glued.end, last.end))] + new_words
         keep = cut_repetition([w.text for w in self._prefix] + [w.text for w in new_words])
         new_words = new_words[: max(0, keep - len(self._prefix))]
+        earlier = [w.text for w in self._context + self._prefix]
+        new_words = new_words[: cut_replay(earlier, [w.text for w in new_words])]
         floor = self._prefix[-1].end if self._prefix else (self._context[-1].end if self._context else 0.0)
         for i, w in enumerate(new_words):  # separate decodes align slightly differently: keep times monotonic
             start = max(w.start, floor)
@@ -273,7 +306,7 @@ class WhisperStreamingRecognizer:
             if not text:
                 continue
             start, end = float(a["start"]), min(float(a["end"]), dur)
-            if start >= dur - 0.05:  # aligned into the zero padding: not in the audio
+            if start >= dur:  # aligned into the zero padding: not in the audio
                 break
             words.append(Word(text, round(offset + start, 3), round(offset + max(end, start), 3)))
         return words
