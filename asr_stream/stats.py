@@ -80,6 +80,9 @@ def summarize(chain, latency: LatencyTracker, wall_seconds: float, pace: str) ->
                                         "n": len(latency.partial)}
         summary["latency_final_s"] = {"p50": percentile(latency.final, 50), "p95": percentile(latency.final, 95),
                                       "n": len(latency.final)}
+    skipped = getattr(chain.recognizer, "skipped_partials", None)
+    if skipped is not None:  # live input that fell behind skips partials (never finals) to catch up
+        summary["skipped_partials"] = int(skipped)
     overflows = getattr(chain.source, "overflows", None)
     if overflows is not None:
         summary["input_overflows"] = int(overflows)
