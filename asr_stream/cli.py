@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     chain.add_argument("--asr", help="whisper | module:factory (default whisper)")
     chain.add_argument("--model", help="recogniser model path (whisper: a CTranslate2 model directory)")
     chain.add_argument("--language", help="language code for multilingual models (default en)")
-    chain.add_argument("--device", choices=["cpu", "cuda"], help="default cpu")
+    chain.add_argument("--device", choices=["cpu", "cuda"],
+                       help="where the recogniser runs (default cpu); DeepFilterNet always runs on the CPU")
     chain.add_argument("--threads", type=int, help="intra-op threads per stage (default 1)")
     out = p.add_argument_group("output")
     out.add_argument("--timestamps", action="store_true", help="prefix each caption with its start and end time")

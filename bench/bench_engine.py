@@ -383,6 +383,12 @@ def bench_command(argv: list[str]) -> str:
 CHAIN_NAME = {"deepfilternet": "deepfilternet (default)", "none": "none (no denoiser)"}
 
 
+def failed_row(r: Run, table: list[str], stdout: list[str]) -> None:
+    table.append(f"| {r.inp.key} | {CHAIN_NAME[r.chain]} | {r.inp.seconds:.1f} | FAILED: {r.error} "
+                 f"| | | | | | | | {code(r.shown)} |")
+    stdout.append(f"  {r.inp.key:16s} {r.chain:13s} FAILED: {r.error}")
+
+
 def render(runs: list[Run], inputs: dict[str, Input], corpus: Corpus, info: dict, cmd: str,
            total_s: float, workdir_shown: str, offline: dict) -> tuple[str, list[str]]:
     fast = {(r.inp.key, r.chain): r for r in runs if r.pace == "fast"}
@@ -456,9 +462,7 @@ def render(runs: list[Run], inputs: dict[str, Input], corpus: Corpus, info: dict
         if r.pace != "fast":
             continue
         if r.summary is None:
-            L.append(f"| {r.inp.key} | {CHAIN_NAME[r.chain]} | {r.inp.seconds:.1f} | FAILED: {r.error} "
-                     f"| | | | | | | | {code(r.shown)} |")
-            stdout.append(f"  {r.inp.key:16s} {r.chain:13s} FAILED: {r.error}")
+            failed_row(r, L, stdout)
             continue
         s = r.summary
         st = s.get("rtf_stages", {})
@@ -483,9 +487,7 @@ def render(runs: list[Run], inputs: dict[str, Input], corpus: Corpus, info: dict
         if r.pace != "realtime":
             continue
         if r.summary is None:
-            L.append(f"| {r.inp.key} | {CHAIN_NAME[r.chain]} | {r.inp.seconds:.1f} | FAILED: {r.error} "
-                     f"| | | | | | | | {code(r.shown)} |")
-            stdout.append(f"  {r.inp.key:16s} {r.chain:13s} FAILED: {r.error}")
+            failed_row(r, L, stdout)
             continue
         s = r.summary
         lp, lf = s.get("latency_partial_s") or {}, s.get("latency_final_s") or {}
