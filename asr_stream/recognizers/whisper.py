@@ -195,7 +195,13 @@ class WhisperStreamingRecognizer:
         buffer_end = (self._buf_start + len(self._buf)) / SAMPLE_RATE
         if agreed and agreed == len(tail) and tail[-1].end > buffer_end - self.last_word_margin:
             agreed -= 1  # the buffer's last word may still be cut off mid-word: wait for what follows
-        self._prefix += tail[:agreed]
+        committed = tail[:agreed]
+        for i, (old, new) in enumerate(zip(self._tail, committed)):
+            # Whisper closes every partial with a full stop, and two decodes often punctuate a word
+            # differently: a committed word cannot change later, so it is committed without the mark
+            if old.text != new.text or (i == len(tail) - 1):
+                committed[i] = Word(new.text.rstrip(".?!,;:。") or new.text, new.start, new.end)
+        self._prefix += committed
         self._tail = tail[agreed:]
         self._trim()
         return self._emit(final=False)
