@@ -447,6 +447,13 @@ def render(runs: list[Run], inputs: dict[str, Input], corpus: Corpus, info: dict
                   "streaming costs: words are committed from partial context (two agreeing decodes) and "
                   "never revised, and each decode sees a 10 s window instead of 30 s. A larger Whisper "
                   "model (`--model`) or the NeMo recogniser is the way below 8%."]
+    rtf_v, part_v = s_f.get("rtf"), (s_r.get("latency_partial_s") or {}).get("p95")
+    if (rtf_v is not None and rtf_v > TARGETS["rtf"]) or (part_v is not None and part_v > TARGETS["partial_p95"]):
+        L += ["", "Why RTF or partial latency can miss: both hang on one setting, the recogniser's partial "
+                  "cadence (a decode of a 10 s Whisper window every 0.4 s of speech, about a quarter second "
+                  "each on one core). Decoding less often lowers RTF and raises partial latency, and the other "
+                  "way round. At 0.4 s both sit at their limits on this machine, so they land on either side "
+                  "of them from run to run. Compare the no-denoiser rows to see what DeepFilterNet adds."]
     L += ["", f"For comparison, quoted from the issue (not measured by this benchmark): \"{QUOTE}\".", ""]
 
     # -- throughput
