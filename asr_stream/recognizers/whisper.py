@@ -9,7 +9,7 @@ Whisper is not a streaming model, so this wraps it in a loop with four rules:
   later decodes are forced to continue from them.
 - The buffer never grows without bound: past `max_buffer_s` it is cut after the last committed
   word, and the cut-off text becomes the decoder's prompt. Each decode encodes a fixed
-  `window_s` of audio (zero-padded), not Whisper's 30 s, which costs a third as much and
+  `window_s` of audio (zero-padded), not Whisper's 30 s, which costs about a sixth as much and
   (measured on LJSpeech) transcribes as well when the speech is followed by enough padding.
 - Runaway output is cut: new tokens are capped by the audio's length, looping n-grams and
   replays of a 4-word run said earlier in the utterance are truncated, and words aligned past the
