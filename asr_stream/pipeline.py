@@ -55,6 +55,8 @@ def make_source(s: Settings):
 def build_chain(s: Settings, source=None) -> Chain:
     if s.device not in ("cpu", "cuda"):
         raise UserError(f"unknown device '{s.device}' (use cpu or cuda)")
+    if s.max_seconds is not None and s.max_seconds <= 0:
+        raise UserError(f"--max-seconds must be positive, got {s.max_seconds}")
     if s.threads < 1:
         raise UserError(f"--threads must be at least 1, got {s.threads}")
     import torch

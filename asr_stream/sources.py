@@ -168,13 +168,17 @@ class RawStdinSource(_ThreadedSource):
         frame_bytes = np.dtype(self.dtype).itemsize * self.channels
         want = max(1, int(self.sample_rate * BLOCK_SECONDS)) * frame_bytes
         leftover = b""
+        frames = 0
         while True:
             data = self.stream.read(want)
             if not data:
+                if frames == 0:
+                    raise UserError("no audio on stdin (the stream ended before one whole sample frame)")
                 break
             data = leftover + data
             usable = len(data) - len(data) % frame_bytes
             leftover = data[usable:]
             if usable:
+                frames += usable // frame_bytes
                 block = np.frombuffer(data[:usable], dtype=self.dtype).astype(np.float32) * self.scale
                 yield _to_mono(block.reshape(-1, self.channels))

@@ -166,6 +166,7 @@ def test_unreadable_file(tmp_path):
     (["--asr", "nope"], "unknown recognizer"),
     (["--asr", "no_such_module:make"], "cannot import"),
     (["--threads", "0"], "--threads"),
+    (["--max-seconds", "-1"], "--max-seconds"),
     (["--output", "out.docx"], "unsupported extension"),
     (["--config", "no-such-preset"], "config not found"),
     (["--model", "/nonexistent/model"], "cannot load Whisper model"),
@@ -252,3 +253,7 @@ def test_speech_in_real_noise_at_5db(tmp_path, denoiser):
     sf.write(path, concat_with_gaps(mixed, gap_s=1.0), 16000)
     out = _ok(run_cli("--audio_path", str(path), "--denoiser", denoiser))
     assert wer([" ".join(t for _, t in rows)], [out]) < 0.35
+
+
+def test_empty_stdin():
+    _one_line_error(run_cli("--audio_path", "-", "--denoiser", "none", stdin=b"a"), "no audio on stdin")
