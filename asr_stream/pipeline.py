@@ -30,6 +30,10 @@ class Settings:
     max_seconds: float | None = None  # stop after this many seconds of audio
     denoiser: str = "deepfilternet"
     atten_lim_db: float = 20.0
+    dry: float = 0.0  # Demucs: share of the input mixed back (out = dry*x + (1-dry)*denoised)
+    denoise_hop: int | None = None  # Demucs: samples per step (default: one deep frame, 16 ms)
+    denoise_exact: bool = False  # Demucs: wait for the resamplers' full look-ahead (= offline)
+    denoise_int8: bool = False  # Demucs: int8 weights for the deep layers and the LSTM
     asr: str = "whisper"
     model: str | None = None
     language: str | None = "en"
@@ -64,7 +68,8 @@ def build_chain(s: Settings, source=None) -> Chain:
     torch.set_num_threads(s.threads)  # one intra-op pool per stage: two big pools fight on 2 cores
     live = s.mode == "microphone" or s.pace == "realtime"  # audio arrives at wall-clock rate
     options = dict(device=s.device, threads=s.threads, model=s.model, language=s.language,
-                   atten_lim_db=s.atten_lim_db, live=live, **s.extra)
+                   atten_lim_db=s.atten_lim_db, dry=s.dry, denoise_hop=s.denoise_hop,
+                   denoise_exact=s.denoise_exact, denoise_int8=s.denoise_int8, live=live, **s.extra)
     source = source or make_source(s)
     denoiser = create_denoiser(s.denoiser, **options)
     recognizer = create_recognizer(s.asr, **options)

@@ -1,10 +1,18 @@
-"""Denoisers by name: `none`, `deepfilternet`, or `package.module:factory` for your own."""
+"""Denoisers by name: `none`, `deepfilternet`, Demucs (`dns48`, `dns64`, `master64`, a `.th`
+file, a `.th` in checkpoints/ by name, or `demucs` for the one there), or
+`package.module:factory` for your own."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from asr_stream.errors import UserError
 from asr_stream.plugins import load_factory
 from asr_stream.stages import Denoiser
+
+
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+DEMUCS_NAMES = ("demucs", "dns48", "dns64", "master64")
 
 
 def create_denoiser(spec: str, **options) -> Denoiser:
@@ -21,4 +29,13 @@ def create_denoiser(spec: str, **options) -> Denoiser:
         return DeepFilterNetDenoiser(atten_lim_db=options.get("atten_lim_db", 20.0))
     if ":" in spec:
         return load_factory(spec, "denoiser")(**options)
-    raise UserError(f"unknown denoiser '{spec}' (use none, deepfilternet, or module:factory)")
+    if spec in DEMUCS_NAMES or spec.endswith(".th") or (CHECKPOINTS / f"{spec}.th").is_file():
+        from asr_stream.denoisers.demucs import DemucsDenoiser
+        from asr_stream.denoisers.demucs_checkpoint import load_demucs
+
+        return DemucsDenoiser(load_demucs(spec, checkpoints_dir=CHECKPOINTS), name=Path(spec).stem,
+                              hop=options.get("denoise_hop"), dry=options.get("dry", 0.0),
+                              exact=options.get("denoise_exact", False),
+                              int8=options.get("denoise_int8", False))
+    raise UserError(f"unknown denoiser '{spec}' (use none, deepfilternet, dns48, dns64, master64, "
+                    f"a .th checkpoint, or module:factory)")

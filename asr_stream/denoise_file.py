@@ -1,0 +1,232 @@
+"""`asr-stream denoise IN -o OUT`: run a denoiser stage over a whole file, file to file.
+
+The file goes through exactly what the live chain does: read in blocks, mixed to mono,
+resampled to 16 kHz block by block, fed to the denoiser one hop at a time, flushed at the end.
+Only a block of input (plus what the denoiser and the resamplers keep) is ever in memory, so
+hours-long recordings are fine. The output is aligned with the input and exactly as long: at
+16 kHz by default, or resampled back to the input's rate with `keep_rate` (always mono).
+
+The result is written to a hidden temporary file beside OUT and renamed over OUT at the end,
+so a failed or interrupted run never leaves a half-written OUT behind.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from asr_stream import SAMPLE_RATE
+from asr_stream.errors import UserError
+from asr_stream.resampler import StreamingResampler
+
+BLOCK_FRAMES = 1 << 15  # input frames read at a time (0.68 s at 48 kHz)
+PROGRESS_MIN_SECONDS = 10.0  # shorter files finish before a progress bar means anything
+
+# extensions libsndfile knows under another name: .aif -> AIFF, .oga -> OGG, .opus -> OGG/OPUS
+_EXTENSION_ALIASES = {"AIF": ("AIFF", None), "OGA": ("OGG", None), "OPUS": ("OGG", "OPUS")}
+_FLOAT_FORMATS = ("WAV", "WAVEX", "W64", "RF64", "CAF", "AIFF")
+
+
+def output_format(path: str | Path) -> tuple[str, str]:
+    """(format, subtype) soundfile should write `path` with, from its extension: WAV (and the
+    other formats that hold floats) as 32-bit float, so nothing clips or rounds; the rest
+    with libsndfile's default (FLAC: PCM_16, OGG: Vorbis, ...)."""
+    ext = Path(path).suffix[1:].upper()
+    if not ext:
+        raise UserError(f"output file has no extension: {path} (use .wav, .flac or .ogg)")
+    fmt, subtype = _EXTENSION_ALIASES.get(ext, (ext, None))
+    if fmt not in sf.available_formats():
+        raise UserError(f"cannot write '.{ext.lower()}' files: {path} (use .wav, .flac or .ogg)")
+    if subtype is None:
+        subtype = "FLOAT" if fmt in _FLOAT_FORMATS else sf.default_subtype(fmt)
+    if not subtype or not sf.check_format(fmt, subtype):
+        raise UserError(f"cannot write '.{ext.lower()}' files: {path} (use .wav, .flac or .ogg)")
+    return fmt, subtype
+
+
+def _check_options(options: dict) -> None:
+    dry = options.get("dry")
+    if dry is not None and not (0.0 <= dry <= 1.0):
+        raise UserError(f"--dry must be between 0 and 1, got {dry}")
+    hop = options.get("denoise_hop")
+    if hop is not None and hop < 1:
+        raise UserError(f"--denoise-hop must be a positive number of samples, got {hop}")
+    atten = options.get("atten_lim_db")
+    if atten is not None and not (math.isfinite(atten) and atten >= 0):
+        raise UserError(f"--atten-lim-db must be 0 (no limit) or more, got {atten}")
+
+
+def _check_output(out_path: Path) -> tuple[str, str]:
+    if out_path.is_dir():
+        raise UserError(f"output is a directory, not a file: {out_path}")
+    folder = out_path.parent
+    if not folder.is_dir():
+        raise UserError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"cannot write into the output folder (permission denied): {folder}")
+    return output_format(out_path)
+
+
+def _progress(enabled: bool | None, seconds: float):
+    """A rich progress bar on stderr (with time remaining), or None. `enabled=None`: only
+    when stderr is a terminal and the file is long enough to wait for."""
+    if enabled is None:
+        enabled = sys.stderr.isatty() and seconds > PROGRESS_MIN_SECONDS
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), TaskProgressColumn(),
+                    TimeElapsedColumn(), TextColumn("remaining"), TimeRemainingColumn(),
+                    console=Console(file=sys.stderr), transient=True)
+
+
+class _CappedWriter:
+    """Writes the output as it comes, then makes it exactly `length` frames at the end: the
+    resampler back to the input's rate rounds its length up, so its last samples are cut
+    (and a denoiser that came up short would be padded with silence)."""
+
+    def __init__(self, f: sf.SoundFile):
+        self.f, self.written, self.held = f, 0, np.zeros(0, np.float32)
+
+    def write(self, y: np.ndarray) -> None:
+        y = np.concatenate([self.held, y])  # hold a few samples back, in case they are past the end
+        keep = min(len(y), 64)
+        self.held = y[len(y) - keep :]
+        if len(y) > keep:
+            self.f.write(y[: len(y) - keep])
+            self.written += len(y) - keep
+
+    def finish(self, length: int) -> None:
+        if self.written > length:
+            raise RuntimeError(f"wrote {self.written} frames, more than the input's {length}")
+        tail = self.held[: length - self.written]
+        tail = np.concatenate([tail, np.zeros(length - self.written - len(tail), np.float32)])
+        if len(tail):
+            self.f.write(tail)
+            self.written += len(tail)
+
+
+def denoise_file(in_path: str | Path, out_path: str | Path, denoiser: str = "dns48", keep_rate: bool = False,
+                 options: dict | None = None, progress: bool | None = None, threads: int | None = None) -> dict:
+    """Denoise the audio file `in_path` (any rate, channels and format soundfile reads) into
+    `out_path` (format from its extension), mono, at 16 kHz or, with `keep_rate`, at the
+    input's rate. `denoiser` is any spec `create_denoiser` takes and `options` its options
+    (dry, denoise_hop, denoise_exact, denoise_int8, atten_lim_db). `threads` sets torch's
+    intra-op threads. Returns a summary: audio seconds, wall and CPU seconds, RTF (wall time
+    over audio time), rates, the denoiser, the output path."""
+    from asr_stream.denoisers import create_denoiser
+    from asr_stream.sources import FileSource
+
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    _check_options(options)
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"--threads must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+    in_path, out_path = Path(in_path), Path(out_path)
+    source = FileSource(in_path)  # checks the file: exists, is audio, readable, not empty
+    rate, frames = source.sample_rate, sf.info(str(in_path)).frames
+    fmt, subtype = _check_output(out_path)
+    out_rate = rate if keep_rate else SAMPLE_RATE
+
+    tmp = out_path.with_name(f".{out_path.name}.partial-{os.getpid()}")
+    try:
+        out = sf.SoundFile(str(tmp), "w", samplerate=out_rate, channels=1, format=fmt, subtype=subtype)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:
+        tmp.unlink(missing_ok=True)
+        why = getattr(exc, "error_string", None) or getattr(exc, "strerror", None) or str(exc)
+        raise UserError(f"cannot write {out_path} as {fmt}/{subtype} at {out_rate} Hz ({why.strip()})") from None
+    bar = None
+    try:
+        with out:
+            t_load = time.monotonic()
+            stage = create_denoiser(denoiser, **options)
+            stage.reset()
+            t0, c0 = time.monotonic(), time.process_time()  # RTF counts the processing, not the loading
+            load_seconds = t0 - t_load
+            hop = stage.hop_size
+            to16 = StreamingResampler(rate, SAMPLE_RATE)
+            back = StreamingResampler(SAMPLE_RATE, rate) if keep_rate else None
+            writer = _CappedWriter(out)
+            read = fed = denoised = 0  # input frames read, 16 kHz samples fed to and taken from the stage
+
+            def feed(x16: np.ndarray) -> None:
+                """Whole hops of `x16` through the stage; returns nothing, writes what comes out."""
+                nonlocal fed
+                for i in range(0, len(x16), hop):
+                    chunk = x16[i : i + hop]
+                    fed += len(chunk)
+                    if len(chunk) < hop:  # the last partial hop, padded with silence (trimmed off again)
+                        chunk = np.concatenate([chunk, np.zeros(hop - len(chunk), np.float32)])
+                    emit(stage.process(chunk))
+
+            def emit(y16: np.ndarray) -> None:
+                nonlocal denoised
+                y16 = y16[: fed - denoised]  # aligned output: never past the real input
+                denoised += len(y16)
+                writer.write(back.process(y16) if back is not None else y16)
+
+            bar = _progress(progress, frames / rate)
+            task = None
+            if bar is not None:
+                bar.start()
+                task = bar.add_task(f"denoising {in_path.name}", total=frames)
+            pending = np.zeros(0, np.float32)
+            try:
+                with sf.SoundFile(str(in_path)) as f:
+                    for block in f.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
+                        read += len(block)
+                        mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+                        mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
+                        pending = np.concatenate([pending, to16.process(mono)])
+                        n = len(pending) // hop * hop
+                        feed(pending[:n])
+                        pending = pending[n:]
+                        if task is not None:
+                            bar.advance(task, len(block))
+            except sf.LibsndfileError as exc:
+                raise UserError(f"corrupt audio file: {in_path} ({exc})") from None
+            feed(np.concatenate([pending, to16.flush()]))
+            emit(stage.flush())
+            if back is not None:
+                writer.write(back.flush())
+            writer.finish(read if keep_rate else fed)
+        os.replace(tmp, out_path)
+    finally:
+        if bar is not None:
+            bar.stop()
+        tmp.unlink(missing_ok=True)
+
+    wall, cpu = time.monotonic() - t0, time.process_time() - c0
+    seconds = read / rate
+    return {
+        "input": str(in_path),
+        "output": str(out_path),
+        "denoiser": getattr(stage, "name", denoiser),
+        "audio_seconds": round(seconds, 3),
+        "input_rate": rate,
+        "input_channels": source.channels,
+        "output_rate": out_rate,
+        "output_frames": writer.written,
+        "load_seconds": round(load_seconds, 3),
+        "wall_seconds": round(wall, 3),
+        "cpu_seconds": round(cpu, 3),
+        "rtf": round(wall / seconds, 4) if seconds else None,
+    }
+
+
+def format_summary(s: dict) -> str:
+    rtf = "n/a" if s.get("rtf") is None else f"{s['rtf']:.3f}"
+    return (f"denoised {s['audio_seconds']:.1f} s of audio with {s['denoiser']} in {s['wall_seconds']:.1f} s "
+            f"(RTF {rtf}, CPU {s['cpu_seconds']:.1f} s) -> {s['output']} ({s['output_rate']} Hz mono)")
