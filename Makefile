@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml constraints.txt | apt
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e ".[test]"
+	# the reference Demucs (facebookresearch/denoiser), for parity tests and the benchmark only:
+	# --no-deps, because its requirements would pull torchaudio and another torch
+	$(PIP) install -q --no-deps denoiser==0.1.5
 	touch $(STAMP)
 
 demo: install
