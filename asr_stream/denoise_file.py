@@ -162,13 +162,14 @@ def denoise_file(in_path: str | Path, out_path: str | Path, denoiser: str = "dns
             read = fed = denoised = 0  # input frames read, 16 kHz samples fed to and taken from the stage
 
             def feed(x16: np.ndarray) -> None:
-                """Whole hops of `x16` through the stage; returns nothing, writes what comes out."""
+                """`x16` through the stage hop by hop, writing what comes out. Only the stream's
+                last hop may be shorter: it goes in as it is, as the live chain's framer hands it
+                over. Padding it with silence would make the stream longer than the file, and
+                Demucs's last few milliseconds would then differ from the offline pass."""
                 nonlocal fed
                 for i in range(0, len(x16), hop):
                     chunk = x16[i : i + hop]
                     fed += len(chunk)
-                    if len(chunk) < hop:  # the last partial hop, padded with silence (trimmed off again)
-                        chunk = np.concatenate([chunk, np.zeros(hop - len(chunk), np.float32)])
                     emit(stage.process(chunk))
 
             def emit(y16: np.ndarray) -> None:
