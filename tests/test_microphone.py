@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import REPO, wer
+from conftest import REPO, SHARED, wer
 from virtual_mic import VirtualMic
 
 pytestmark = pytest.mark.microphone
@@ -120,6 +120,17 @@ def test_microphone_pyaudio(vmic, speech, tmp_path):
 def test_microphone_default_denoiser(vmic, speech, tmp_path):
     out, summary = transcribe_live(vmic, speech, tmp_path)
     assert summary["denoiser"] != "none", summary
+    check_transcript(out, summary, speech[1])
+
+
+DEMUCS_CHECKPOINT = SHARED / "data" / "models" / "demucs_valentini_light32.th"
+
+
+@pytest.mark.skipif(not DEMUCS_CHECKPOINT.is_file(), reason="../shared Demucs checkpoint is absent")
+def test_microphone_demucs(vmic, speech, tmp_path):
+    """The real trained Demucs as the live denoiser, 16 ms hops, on the live microphone."""
+    out, summary = transcribe_live(vmic, speech, tmp_path, "--denoiser", str(DEMUCS_CHECKPOINT))
+    assert summary["denoiser"] == DEMUCS_CHECKPOINT.stem, summary
     check_transcript(out, summary, speech[1])
 
 
