@@ -92,7 +92,27 @@ def machine_info() -> dict:
         ref_v = metadata.version("denoiser")
     except Exception:  # noqa: BLE001
         ref_v = "not installed"
-    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable, "python": platform.python_version(),
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    if "cpu family" in fields:
+        cpu += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    l3 = None
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "3":
+                l3 = (index / "size").read_text().strip()
+        except OSError:
+            pass
+    l3_bytes = None
+    if l3:
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        l3_bytes = int(l3[:-1]) * units[l3[-1]] if l3[-1] in units else int(l3)
+    return {"cpu": cpu, "l3": l3, "l3_bytes": l3_bytes, "cores": os.cpu_count(), "usable_cores": usable, "python": platform.python_version(),
             "torch": torch.__version__, "denoiser": ref_v,
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "load_start": os.getloadavg()[0]}
@@ -365,9 +385,11 @@ def render(speed: list[Timing], sx: dict, quality: dict | None, quality_note: st
     L.append(f"Produced by {code(cmd)} — {info['date']}; CPU {info['cpu']}, {info['cores']} cores "
              f"({info['usable_cores']} usable); Python {info['python']}, torch {info['torch']}, reference "
              f"`denoiser` {info['denoiser']}. One torch thread (`torch.set_num_threads(1)`), models in eval "
-             f"mode, fp32 unless stated. The whole benchmark took {total_s:.0f} s; 1-minute load average "
+             f"mode, fp32 unless stated. The whole benchmark took {total_s:.0f} s (speed "
+             f"{info['speed_s']:.0f} s" + (f", quality and int8 {info['quality_s']:.0f} s" if "quality_s" in info
+                                            else "") + f"); 1-minute load average "
              f"{info['load_start']:.2f} at the start, {info['load_end']:.2f} at the end. Timings on a small "
-             f"(2-core) VM are noisy: another process on the other core shares caches and memory bandwidth, "
+             f"({info['usable_cores']}-core) VM are noisy: another process on the other core shares caches and memory bandwidth, "
              f"so read differences under ~10–20% as noise.")
     L.append("")
 
@@ -405,13 +427,20 @@ def render(speed: list[Timing], sx: dict, quality: dict | None, quality_note: st
     b48q, _, q48, _ = sx["bytes"][("dns48", "int8")]
     t256 = by[("dns48", 256, "default")]
     q256 = by[("dns48", 256, "int8")]
+    def fits(nbytes: int) -> str:
+        if not info.get("l3_bytes"):
+            return "compare with"
+        return "more than" if nbytes > info["l3_bytes"] else "less than"
+
     L.append(f"Memory traffic: dns48 has {nparam48 / 1e6:.2f} M parameters, {4 * nparam48 / 1e6:.1f} MB in fp32, "
              f"and every deepest frame (256 input samples, 16 ms) multiplies its activations by all of them once "
-             f"(the streamer's matmuls hold {total48 / 1e6:.2f} M weights, {b48 / 1e6:.1f} MB), far more than this "
-             f"CPU's caches hold, so at one frame per hop each `feed` reads them all from memory: measured "
-             f"{t256.mean_ms:.2f} ms per 16 ms hop, i.e. {b48 / t256.mean_ms / 1e6:.1f} GB/s of weights. "
-             f"`quantize()` stores {q48 / 1e6:.2f} M of those weights in int8 ({b48q / 1e6:.1f} MB per frame): "
-             f"{q256.mean_ms:.2f} ms per hop ({b48q / q256.mean_ms / 1e6:.1f} GB/s). Longer hops run several "
+             f"(the streamer's matmuls hold {total48 / 1e6:.2f} M weights, {b48 / 1e6:.1f} MB), "
+             f"{fits(b48)} this CPU's last-level cache (L3 {info['l3'] or 'size unknown'}, as the VM reports it), "
+             + ("so at one frame per hop each `feed` reads them all from memory: measured "
+                if fits(b48) == "more than" else "measured ")
+             + f"{t256.mean_ms:.2f} ms per 16 ms hop, i.e. {b48 / t256.mean_ms / 1e6:.1f} GB/s of weights. "
+             f"`quantize()` stores {q48 / 1e6:.2f} M of those weights in int8 ({b48q / 1e6:.1f} MB per frame, "
+             f"{fits(b48q)} the L3): {q256.mean_ms:.2f} ms per hop ({b48q / q256.mean_ms / 1e6:.1f} GB/s). Longer hops run several "
              f"frames per read of the weights, hence the lower RTF at 512 and 1024.")
     L.append("")
 
@@ -530,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {info['load_start']:.2f}")
     speech = load_16k(SPEECH)
     speed, sx = run_speed(speech, 4.0 if args.quick else 10.0, 1.0, log)
+    info["speed_s"] = time.monotonic() - t_start
+    log(f"  speed part: {info['speed_s']:.0f} s")
 
     quality, note = None, ""
     if not CHECKPOINT.is_file():
@@ -539,7 +570,10 @@ def main(argv: list[str] | None = None) -> int:
     if note:
         log(f"  quality: skipped: {note}")
     else:
+        t0 = time.monotonic()
         quality = run_quality(args.quick, log)
+        info["quality_s"] = time.monotonic() - t0
+        log(f"  quality part: {info['quality_s']:.0f} s")
     info["load_end"] = os.getloadavg()[0]
     total = time.monotonic() - t_start
     section, lines = render(speed, sx, quality, note, info, cmd, total)
