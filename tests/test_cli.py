@@ -176,6 +176,16 @@ def test_bad_options(args, needle):
     _one_line_error(run_cli("--audio_path", str(wav), *args), needle)
 
 
+def test_every_shipped_preset_is_valid():
+    from asr_stream.config import PRESET_DIR, load_preset
+    from asr_stream.pipeline import Settings
+
+    presets = sorted(PRESET_DIR.glob("*.yaml"))
+    assert len(presets) >= 4
+    for path in presets:
+        Settings(**load_preset(str(path)))
+
+
 def test_no_input_given():
     _one_line_error(run_cli(), "no input")
 

@@ -60,6 +60,30 @@ def test_bad_demucs_options(small_checkpoint, args, needle):
     _one_line_error(run_cli("--audio_path", str(wav), *args), needle)
 
 
+class _WritesAFile:
+    """A pickle payload: unpickling it would create `path`."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        import pathlib
+
+        return pathlib.Path.touch, (pathlib.Path(self.path),)
+
+
+def test_bad_checkpoint_files_from_the_cli(tmp_path):
+    wav, _ = demo_clip()
+    junk = tmp_path / "junk.th"
+    junk.write_bytes(np.random.default_rng(0).bytes(4096))
+    _one_line_error(run_cli("--audio_path", str(wav), "--denoiser", str(junk)), "not a PyTorch checkpoint")
+    pwned = tmp_path / "pwned"
+    evil = tmp_path / "evil.th"
+    torch.save({"state": _WritesAFile(str(pwned))}, evil)
+    _one_line_error(run_cli("--audio_path", str(wav), "--denoiser", str(evil)), "refusing to run code")
+    assert not pwned.exists()
+
+
 def test_pretrained_name_offline_names_the_url(tmp_path):
     """dns48 with no network (here: a closed port on 127.0.0.1) is a one-line error with the URL."""
     import socket
