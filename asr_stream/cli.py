@@ -48,8 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "offline pass (47.8 ms instead of 41.3 ms for dns48)")
     chain.add_argument("--denoise-int8", action="store_true", default=None,
                        help="Demucs: int8 weights for the deep layers and the LSTM (faster, slightly less exact)")
-    chain.add_argument("--asr", help="whisper | module:factory (default whisper)")
-    chain.add_argument("--model", help="recogniser model path (whisper: a CTranslate2 model directory)")
+    chain.add_argument("--asr", help="whisper | nemo | module:factory (default whisper)")
+    chain.add_argument("--model", help="recogniser model: whisper: a CTranslate2 model directory; nemo: a .nemo "
+                       "file, a name in checkpoints/, or a NeMo pretrained name")
+    chain.add_argument("--lookahead-ms", type=float,
+                       help="nemo cache-aware models: right context in ms, one the model was trained with "
+                            "(default: the model's default)")
     chain.add_argument("--language", help="language code for multilingual models (default en)")
     chain.add_argument("--device", choices=["cpu", "cuda"],
                        help="where the recogniser runs (default cpu); DeepFilterNet always runs on the CPU")

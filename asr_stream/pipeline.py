@@ -37,6 +37,7 @@ class Settings:
     asr: str = "whisper"
     model: str | None = None
     language: str | None = "en"
+    lookahead_ms: float | None = None  # NeMo cache-aware models: which right context (default: the model's)
     device: str = "cpu"
     threads: int = 1
     extra: dict = field(default_factory=dict)  # stage options from a preset, passed through
@@ -69,7 +70,8 @@ def build_chain(s: Settings, source=None) -> Chain:
     live = s.mode == "microphone" or s.pace == "realtime"  # audio arrives at wall-clock rate
     options = dict(device=s.device, threads=s.threads, model=s.model, language=s.language,
                    atten_lim_db=s.atten_lim_db, dry=s.dry, denoise_hop=s.denoise_hop,
-                   denoise_exact=s.denoise_exact, denoise_int8=s.denoise_int8, live=live, **s.extra)
+                   denoise_exact=s.denoise_exact, denoise_int8=s.denoise_int8,
+                   lookahead_ms=s.lookahead_ms, live=live, **s.extra)
     source = source or make_source(s)
     denoiser = create_denoiser(s.denoiser, **options)
     recognizer = create_recognizer(s.asr, **options)

@@ -1,4 +1,5 @@
-"""Recognisers by name: `whisper` (the embedded default), or `package.module:factory`."""
+"""Recognisers by name: `whisper` (the embedded default), `nemo` (a cache-aware Conformer-CTC
+`.nemo`, `--model`), or `package.module:factory`."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ def create_recognizer(spec: str, **options) -> Recognizer:
                                           language=options.get("language", "en"),
                                           backlog_s=2.0 if options.get("live", True) else None,
                                           partial_interval_s=options.get("partial_interval_s", 0.4))
+    if spec == "nemo":
+        from asr_stream.recognizers.nemo_ctc import CacheAwareCtcRecognizer, load_nemo_model
+
+        model = load_nemo_model(options.get("model"), device=options.get("device", "cpu"))
+        return CacheAwareCtcRecognizer(model, lookahead_ms=options.get("lookahead_ms"),
+                                       threads=options.get("threads", 1))
     if ":" in spec:
         return load_factory(spec, "recognizer")(**options)
-    raise UserError(f"unknown recognizer '{spec}' (use whisper, or module:factory)")
+    raise UserError(f"unknown recognizer '{spec}' (use whisper, nemo, or module:factory)")
