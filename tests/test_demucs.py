@@ -66,7 +66,9 @@ def test_streaming_equals_offline_pass(size, speech):
     default = stream(DemucsStreamer(model, scale=scale), speech)
     assert exact.shape == default.shape == expected.shape
     assert (exact - expected).abs().max() < 1e-5  # the issue asks 1e-4; full look-ahead gives float rounding
-    assert (default - expected).abs().max() < 1e-4  # 41.3 ms look-ahead: the resamplers' outer taps see zeros
+    # 41.3 ms look-ahead: the up-sampler's outer taps see zeros (random weights: tiny; the
+    # trained checkpoint: up to 2.4e-3, see the test below and BENCHMARKS.md)
+    assert (default - expected).abs().max() < 1e-4
 
 
 def test_any_chunking_gives_the_same_output(speech):
@@ -204,3 +206,20 @@ def test_real_checkpoint_improves_real_noisy_speech_streamed_as_well_as_offline(
         assert mean[name][1] > mean["noisy"][1], (name, mean)  # STOI
     assert mean["streamed"][0] > mean["offline"][0] - 0.03, mean  # the issue's bound
     assert mean["streamed"][1] > mean["offline"][1] - 0.01, mean
+
+
+@needs_shared
+@needs_checkpoint
+def test_real_checkpoint_streams_like_the_offline_pass_at_the_same_scale():
+    """With the offline scale: exact look-ahead matches to 1e-4; the 41.3 ms default, whose
+    up-sampler reads zeros for the 20 samples not yet arrived, stays within a few 1e-3."""
+    from asr_stream.denoisers.demucs_checkpoint import load_demucs
+
+    model = load_demucs(str(REAL_CHECKPOINT))
+    noisy, _ = next(_valentini_pairs())
+    x = torch.from_numpy(noisy)[None]
+    scale = float(model.input_scale(x[None]))
+    expected = offline(model, x, std=scale)
+    hop = model.total_stride
+    assert (stream(DemucsStreamer(model, lookahead=None, scale=scale), x, hop) - expected).abs().max() < 1e-4
+    assert (stream(DemucsStreamer(model, scale=scale), x, hop) - expected).abs().max() < 1e-2
