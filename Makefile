@@ -2,6 +2,7 @@
 # make demo     - install, then caption the bundled speech sample live
 # make test     - the test suite
 # make bench    - measure and rewrite BENCHMARKS.md
+# make train-an4 - train the project's small streaming FastConformer-CTC on AN4 (CPU, ~40 min; needs ../shared)
 
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +11,7 @@ APT_PACKAGES := libportaudio2 portaudio19-dev libsndfile1 pulseaudio pulseaudio-
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP  := $(VENV)/.installed
 
-.PHONY: install apt demo test bench clean
+.PHONY: install apt demo test bench clean train-an4
 
 install: $(STAMP)
 
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt | apt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[test]"
+	$(PIP) install -q -c constraints.txt -e ".[nemo,test]"
 	# the reference Demucs (facebookresearch/denoiser), for parity tests and the benchmark only:
 	# --no-deps, because its requirements would pull torchaudio and another torch
 	$(PIP) install -q --no-deps denoiser==0.1.5
@@ -39,6 +40,12 @@ test: install
 
 bench: install
 	BENCH_ENGINE_CMD="make bench" $(PY) bench/bench_engine.py --out BENCHMARKS.md
+	BENCH_DEMUCS_CMD="make bench" $(PY) bench/bench_demucs.py --out BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+AN4_ARGS ?= --max-epochs 45 --batch-size 16 --threads 2 --override model.encoder.d_model=96 \
+            --override 'model.encoder.att_context_size=[[70,6],[70,1]]'
+train-an4: install
+	OMP_WAIT_POLICY=PASSIVE $(PY) recipes/an4/train_an4.py $(AN4_ARGS)

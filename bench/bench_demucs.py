@@ -16,6 +16,8 @@ pass, on this machine, with one torch thread.
    PESQ against the input level (the running normalisation depends on it);
 3. int8: PESQ and the SNR of int8 - fp32 on the same real checkpoint, and the dns48 speed ratio.
 
+About 7-8 minutes on an idle 2-core machine; --quick (4 s timed, 2 pairs, 2 gains) under 3.
+
 It replaces only the part of the Markdown file between `<!-- demucs:begin -->` and
 `<!-- demucs:end -->` (creating the file, or appending the section, when absent). The command
 line shown is the one this script was run with; set BENCH_DEMUCS_CMD (e.g. "make bench") to
@@ -45,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from asr_stream.denoisers.demucs import Demucs, DemucsStreamer  # noqa: E402
 from asr_stream.denoisers.demucs_checkpoint import build_demucs, read_checkpoint  # noqa: E402
+import markdown_section  # noqa: E402  (bench/ is on sys.path when a script there runs)
 
 SHARED = ROOT.parent / "shared"
 CHECKPOINT = SHARED / "data/models/demucs_valentini_light32.th"
@@ -116,6 +119,25 @@ def machine_info() -> dict:
             "torch": torch.__version__, "denoiser": ref_v,
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "load_start": os.getloadavg()[0]}
+
+
+def cpu_snapshot() -> tuple[float, float, float]:
+    """(wall s, busy CPU s of the whole machine, CPU s of this process), for `others_busy`."""
+    busy = float("nan")
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        busy = (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        pass
+    t = os.times()
+    return time.monotonic(), busy, t.user + t.system
+
+
+def others_busy(a: tuple, b: tuple) -> float:
+    """Cores' worth of CPU that other processes used between two snapshots (0 = idle machine)."""
+    wall = b[0] - a[0]
+    return max(((b[1] - a[1]) - (b[2] - a[2])) / wall, 0.0) if wall > 0 else float("nan")
 
 
 def bench_command(argv: list[str]) -> str:
@@ -291,6 +313,8 @@ def run_quality(quick: bool, log) -> dict:
     _, RefStreamer = reference_classes()
     hop = model.total_stride
     names = sorted(p.name for p in (VALENTINI / "noisy").glob("*.wav") if (VALENTINI / "clean" / p.name).is_file())
+    if quick:
+        names = names[:2]
     pairs = [(n, load_16k(VALENTINI / "noisy" / n), load_16k(VALENTINI / "clean" / n)) for n in names]
     for n, a, b in pairs:
         if len(a) != len(b):
@@ -365,8 +389,10 @@ def run_quality(quick: bool, log) -> dict:
             sweep.append((kind, g, res))
             log(f"  gain sweep {kind} x{g:g}: " + ", ".join(f"{k} {v:.3f}" for k, v in res.items()))
 
-    return {"hparams": hparams, "hop": hop, "pairs": [n for n, _, _ in pairs],
-            "seconds": sum(len(x) for _, x, _ in pairs) / SR, "rows": rows, "diffs": diffs, "peak": peak,
+    probe = ours().scale
+    return {"hparams": hparams, "hop": hop, "quick": quick, "prior_std": probe.prior_std,
+            "prior_s": probe.prior_weight / SR, "pairs": [n for n, _, _ in pairs],
+            "seconds": sum(len(x) for _, x, _ in pairs) / SR, "lengths": [len(x) / SR for _, x, _ in pairs], "rows": rows, "diffs": diffs, "peak": peak,
             "snrs": snrs, "int8_info": int8_info,
             "largest_matmul": max(mm.size for mm in ours().matmuls()), "sweep": sweep, "scales": scales}
 
@@ -388,7 +414,9 @@ def render(speed: list[Timing], sx: dict, quality: dict | None, quality_note: st
              f"mode, fp32 unless stated. The whole benchmark took {total_s:.0f} s (speed "
              f"{info['speed_s']:.0f} s" + (f", quality and int8 {info['quality_s']:.0f} s" if "quality_s" in info
                                             else "") + f"); 1-minute load average "
-             f"{info['load_start']:.2f} at the start, {info['load_end']:.2f} at the end. Timings on a small "
+             f"{info['load_start']:.2f} at the start, {info['load_end']:.2f} at the end; during the speed "
+             f"measurements other processes kept {f(info['others_speed'])} of the {info['usable_cores']} cores "
+             f"busy on average (/proc/stat less this process). Timings on a small "
              f"({info['usable_cores']}-core) VM are noisy: another process on the other core shares caches and memory bandwidth, "
              f"so read differences under ~10–20% as noise.")
     L.append("")
@@ -455,8 +483,10 @@ def render(speed: list[Timing], sx: dict, quality: dict | None, quality_note: st
         rows = q["rows"]
         L.append(f"Model: `../shared/data/models/demucs_valentini_light32.th` (CC-BY-NC, used in place), a causal "
                  f"Demucs trained on Valentini: hidden {h['hidden']}, depth {h['depth']}, resample "
-                 f"{h['resample']}, growth {h['growth']}, glu {h['glu']}. Data: the {len(q['pairs'])} Valentini "
-                 f"noisy/clean pairs in `../shared/data/speech/valentini` ({q['seconds']:.1f} s, 16 kHz). Every "
+                 f"{h['resample']}, growth {h['growth']}, glu {h['glu']}. Data: "
+                 f"{'(`--quick`: only the first) ' if q['quick'] else ''}{len(q['pairs'])} Valentini "
+                 f"noisy/clean pairs in `../shared/data/speech/valentini` ({', '.join(q['pairs'])}; "
+                 f"{q['seconds']:.1f} s, 16 kHz). Every "
                  f"streamer is fed {q['hop']}-sample hops (this model's frame, {1000 * q['hop'] / SR:g} ms; the "
                  f"reference with `num_frames=1`, the same hop), then flushed; outputs are aligned with the input. "
                  f"PESQ-WB (`pesq`, mode wb) and STOI (`pystoi`) against the clean file, averaged over the pairs.")
@@ -466,11 +496,13 @@ def render(speed: list[Timing], sx: dict, quality: dict | None, quality_note: st
             L.append(f"| {r['label']} | {r['pesq']:.3f} | {r['stoi']:.3f} |")
             out.append(f"  {r['label']}: {r['pesq']:.3f} {r['stoi']:.3f}")
         d = q["diffs"]
+        exact_note = ("exact matches it to float rounding" if d["fixed_exact"] < 1e-4 * max(q["peak"], 1e-9)
+                      else "exact does NOT match it to float rounding")
         L += ["", f"Streamed against offline, max |difference| over all samples of all pairs (offline output peak "
-                  f"{q['peak']:.3f}): with the offline scale passed in, default look-ahead "
-                  f"{d['fixed_default']:.2e}, exact {d['fixed_exact']:.2e} (the streaming arithmetic alone: exact "
-                  f"matches to float rounding; the default's up-sampler misses its last 20 input samples); with "
-                  f"the running scale, default {d['default']:.2e}, exact {d['exact']:.2e}; the reference streamer "
+                  f"{q['peak']:.3f}). With the offline scale passed in, which isolates the streaming arithmetic: "
+                  f"default look-ahead {d['fixed_default']:.2e} (its up-sampler reads zeros for the input that "
+                  f"has not arrived yet), exact {d['fixed_exact']:.2e} ({exact_note}). With the running scale: "
+                  f"default {d['default']:.2e}, exact {d['exact']:.2e}; the reference streamer "
                   f"{d['reference']:.2e}.", ""]
         out.append(f"  max |stream - offline|: fixed scale default {d['fixed_default']:.2e}, exact "
                    f"{d['fixed_exact']:.2e}; running scale default {d['default']:.2e}, exact {d['exact']:.2e}; "
@@ -478,8 +510,10 @@ def render(speed: list[Timing], sx: dict, quality: dict | None, quality_note: st
         L += ["#### PESQ-WB against the input level", "",
               "Input (noisy, or the clean file itself) multiplied by the gain, output divided by it, PESQ against "
               "the clean file. The offline pass divides by the whole file's std, so the level barely matters; "
-              "both streamers must estimate it as the audio arrives (ours from a prior level of 0.05 blended out "
-              "over the first seconds, the reference from nothing).", "",
+              "both streamers must estimate it as the audio arrives (ours blends its running RMS with a prior "
+              f"std of {q['prior_std']:g} worth {q['prior_s']:g} s of audio, the reference starts from nothing). "
+              f"The Valentini clips are short ({min(q['lengths']):.1f}–{max(q['lengths']):.1f} s), so the start "
+              f"of each weighs heavily here.", "",
               "| input | gain | offline | ours, default | reference streamer |", "|---|---|---|---|---|"]
         out.append("gain sweep (PESQ offline / ours / reference):")
         for kind, g, res in q["sweep"]:
@@ -524,23 +558,15 @@ def render(speed: list[Timing], sx: dict, quality: dict | None, quality_note: st
 
 
 def write_section(path: Path, section: str) -> None:
-    if path.exists():
-        text = path.read_text(encoding="utf-8")
-        i, j = text.find(BEGIN), text.find(END)
-        if i != -1 and j != -1 and j > i:
-            text = text[:i] + section.rstrip("\n") + text[j + len(END):]
-        else:
-            text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + section
-    else:
-        text = "# Benchmarks\n\n" + section
-    path.write_text(text, encoding="utf-8")
+    markdown_section.write_section(path, section, BEGIN, END)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="4 s of timed audio, a shorter gain sweep (~3 minutes)")
+    p.add_argument("--quick", action="store_true",
+                   help="4 s of timed audio, 2 Valentini pairs, gains 0.1 and 1 only (under ~3 minutes)")
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"),
                    help="Markdown file whose demucs section is written (default BENCHMARKS.md at the repo root)")
     args = p.parse_args(argv)
@@ -558,15 +584,18 @@ def main(argv: list[str] | None = None) -> int:
     log(f"  machine: {info['cpu']}, {info['cores']} cores; python {info['python']}, torch {info['torch']}; "
         f"load average {info['load_start']:.2f}")
     speech = load_16k(SPEECH)
+    snap = cpu_snapshot()
     speed, sx = run_speed(speech, 4.0 if args.quick else 10.0, 1.0, log)
+    info["others_speed"] = others_busy(snap, cpu_snapshot())
     info["speed_s"] = time.monotonic() - t_start
-    log(f"  speed part: {info['speed_s']:.0f} s")
+    log(f"  speed part: {info['speed_s']:.0f} s; other processes used {info['others_speed']:.2f} cores meanwhile")
 
     quality, note = None, ""
     if not CHECKPOINT.is_file():
-        note = f"{CHECKPOINT} not found (the trained checkpoint lives beside the checkout, in ../shared)"
+        note = ("../shared/data/models/demucs_valentini_light32.th not found on this machine (the trained "
+                "checkpoint lives beside the checkout, in ../shared)")
     elif not (VALENTINI / "noisy").is_dir() or not (VALENTINI / "clean").is_dir():
-        note = f"{VALENTINI}/noisy and /clean not found"
+        note = "../shared/data/speech/valentini/noisy and clean not found on this machine"
     if note:
         log(f"  quality: skipped: {note}")
     else:

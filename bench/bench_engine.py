@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import markdown_section  # noqa: E402  (bench/ is on sys.path when a script there runs)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -568,16 +569,7 @@ def run_offline_reference(inp: Input, workdir: Path) -> dict:
 
 
 def write_section(path: Path, section: str) -> None:
-    if path.exists():
-        text = path.read_text(encoding="utf-8")
-        i, j = text.find(BEGIN), text.find(END)
-        if i != -1 and j != -1 and j > i:
-            text = text[:i] + section.rstrip("\n") + text[j + len(END):]
-        else:
-            text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + section
-    else:
-        text = "# Benchmarks\n\n" + section
-    path.write_text(text, encoding="utf-8")
+    markdown_section.write_section(path, section, BEGIN, END)
 
 
 # ---------------------------------------------------------------------------------------------
