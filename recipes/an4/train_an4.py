@@ -42,7 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA_DIR = Path("/work/shared/data/speech/an4")
+DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "speech" / "an4"  # ../shared beside the checkout
 DEFAULT_WORK_DIR = Path("/tmp/an4_work")
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "nemo" / "fastconformer_ctc_an4.yaml"
 DEFAULT_OUT = REPO_ROOT / "checkpoints" / "an4_fastconformer_ctc.nemo"
