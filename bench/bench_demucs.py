@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from asr_stream.denoisers.demucs import Demucs, DemucsStreamer  # noqa: E402
 from asr_stream.denoisers.demucs_checkpoint import build_demucs, read_checkpoint  # noqa: E402
-import markdown_section  # noqa: E402  (bench/ is on sys.path when a script there runs)
+import common  # noqa: E402  (bench/ is on sys.path when a script there runs)
 
 SHARED = ROOT.parent / "shared"
 CHECKPOINT = SHARED / "data/models/demucs_valentini_light32.th"
@@ -66,29 +66,11 @@ BEGIN, END = "<!-- demucs:begin -->", "<!-- demucs:end -->"
 # helpers
 
 
-def load_16k(path: Path) -> np.ndarray:
-    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    x = x.mean(axis=1)
-    if sr != SR:
-        import julius
-
-        x = julius.resample_frac(torch.from_numpy(np.ascontiguousarray(x)), sr, SR).numpy()
-    return np.ascontiguousarray(x, dtype=np.float32)
+load_16k = common.load_16k
 
 
 def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
+    cpu, usable = common.cpu_and_cores()
     try:
         from importlib import metadata
 
@@ -558,7 +540,7 @@ def render(speed: list[Timing], sx: dict, quality: dict | None, quality_note: st
 
 
 def write_section(path: Path, section: str) -> None:
-    markdown_section.write_section(path, section, BEGIN, END)
+    common.write_section(path, section, BEGIN, END)
 
 
 def main(argv: list[str] | None = None) -> int:

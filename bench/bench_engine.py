@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import markdown_section  # noqa: E402  (bench/ is on sys.path when a script there runs)
+import common  # noqa: E402  (bench/ is on sys.path when a script there runs)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -86,15 +86,7 @@ class Corpus:
     fallback: bool = False
 
 
-def load_16k(path: Path) -> np.ndarray:
-    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    x = x.mean(axis=1)
-    if sr != SR:
-        import julius
-        import torch
-
-        x = julius.resample_frac(torch.from_numpy(np.ascontiguousarray(x)), sr, SR).numpy()
-    return np.ascontiguousarray(x, dtype=np.float32)
+load_16k = common.load_16k
 
 
 def read_tsv(path: Path) -> list[tuple[str, str]]:
@@ -335,18 +327,7 @@ def version(dist: str) -> str:
 
 
 def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
+    cpu, usable = common.cpu_and_cores()
     try:
         import torch
 
@@ -569,7 +550,7 @@ def run_offline_reference(inp: Input, workdir: Path) -> dict:
 
 
 def write_section(path: Path, section: str) -> None:
-    markdown_section.write_section(path, section, BEGIN, END)
+    common.write_section(path, section, BEGIN, END)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,53 @@
+"""What the benchmark scripts share: each rewrites only its own section of BENCHMARKS.md, and
+each describes the machine the same way."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_section(path: Path, section: str, begin: str, end: str) -> None:
+    """Replace the text from `begin` to `end` with `section` (which carries both markers), or
+    append it when the markers are absent."""
+    if path.exists():
+        text = path.read_text(encoding="utf-8")
+        i, j = text.find(begin), text.find(end)
+        if i != -1 and j != -1 and j > i:
+            text = text[:i] + section.rstrip("\n") + text[j + len(end):]
+        else:
+            text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + section
+    else:
+        text = "# Benchmarks\n\n" + section
+    path.write_text(text, encoding="utf-8")
+
+
+def cpu_and_cores() -> tuple[str, int | None]:
+    """The CPU's model name (from /proc/cpuinfo) and how many cores this process may use."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return cpu, usable
+
+
+def load_16k(path: Path):
+    """A sound file as 16 kHz mono float32 (julius resampling, as the chain does)."""
+    import julius
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    x = x.mean(axis=1)
+    if sr != 16000:
+        x = julius.resample_frac(torch.from_numpy(np.ascontiguousarray(x)), sr, 16000).numpy()
+    return np.ascontiguousarray(x, dtype=np.float32)
