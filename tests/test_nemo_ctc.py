@@ -129,19 +129,26 @@ def test_cache_aware_streaming_matches_the_offline_forward(char_model_path, spee
     assert starts == sorted(starts) and starts[-1] < len(speech) / 16000
 
 
-def test_step_cost_does_not_grow_over_a_long_session(char_model_path, speech):
-    """Ten minutes of audio through one session: the last minute's steps cost what the first
-    minute's did (caches have fixed sizes; the decoder keeps only its last label)."""
+def test_step_state_does_not_grow_over_a_long_session(char_model_path, speech):
+    """Ten minutes of audio through one session: what a step works on stays the same size
+    (encoder caches, feature buffer, open utterance), so its cost cannot grow with the session.
+    How long steps take is measured by the benchmark, not here."""
     from asr_stream.recognizers.nemo_ctc import CacheAwareCtcRecognizer, load_nemo_model
 
     recognizer = CacheAwareCtcRecognizer(load_nemo_model(str(char_model_path)))
+    initial = [tuple(c.shape) for c in recognizer.caches]
     audio = np.tile(speech, int(np.ceil(600 * 16000 / len(speech))))[:600 * 16000]
-    _stream(recognizer, audio, block=16000)
-    times = np.array(recognizer.step_times)
-    per_minute = len(times) // 10
-    first, last = np.median(times[:per_minute]), np.median(times[-per_minute:])
-    assert last < 1.5 * first + 0.002, (first, last)
-    assert recognizer.feats.shape[1] < 64  # the feature buffer stays short
+    largest_feats = largest_open = 0
+    finals = 0
+    for i in range(0, len(audio), 16000):
+        recognizer.accept_waveform(audio[i:i + 16000])
+        finals += sum(h.final for h in recognizer.decode())
+        largest_feats = max(largest_feats, recognizer.feats.shape[1])
+        largest_open = max(largest_open, len(recognizer.tokens))
+    assert [tuple(c.shape) for c in recognizer.caches] == initial
+    assert recognizer.out_frames >= 600 / recognizer.frame_s - 2  # every frame of ten minutes was decoded
+    assert largest_feats < 16000 // 160 + 64  # the feature buffer holds one block plus a chunk, never the session
+    assert finals > 20 and largest_open < 2000  # utterances close, so the open one stays short
 
 
 def test_lookahead_must_be_one_the_model_has(char_model_path):

@@ -191,7 +191,7 @@ class CacheAwareCtcRecognizer:
     name = "nemo"
 
     def __init__(self, model, lookahead_ms: float | None = None, endpoint_s: float = 0.8,
-                 threads: int | None = None, keep_log_probs: bool = False):
+                 max_utterance_s: float = 20.0, threads: int | None = None, keep_log_probs: bool = False):
         if threads:
             torch.set_num_threads(threads)
         self.model = model
@@ -225,6 +225,9 @@ class CacheAwareCtcRecognizer:
         else:
             self.vocabulary = vocabulary
         self.endpoint_frames = max(1, round(endpoint_s / self.frame_s))
+        # speech without a pause must not grow the open utterance (each partial rebuilds its
+        # words): past this length it is closed at a word boundary
+        self.max_utterance_frames = max(1, round(max_utterance_s / self.frame_s))
         self.features = StreamingFeatures(model.preprocessor)
         self.reset()
 
@@ -298,6 +301,8 @@ class CacheAwareCtcRecognizer:
         self.tokens += new
         if self.tokens and self.decoder.blank_run >= self.endpoint_frames:
             return self._close()
+        if self.tokens and self.tokens[-1][1] - self.tokens[0][1] >= self.max_utterance_frames:
+            return self._close(keep_last_word=True)
         return [self._hypothesis(final=False)] if new else []
 
     def _feature_window(self, lo: int, hi: int) -> torch.Tensor:
@@ -309,13 +314,27 @@ class CacheAwareCtcRecognizer:
             window = torch.cat([window.new_zeros(window.shape[0], pad), window], 1)
         return window
 
-    def _close(self) -> list[Hypothesis]:
+    def _close(self, keep_last_word: bool = False) -> list[Hypothesis]:
+        """Finalise the open utterance; with keep_last_word, the last (maybe unfinished) word
+        starts the next one."""
+        carry = []
+        if keep_last_word:
+            starts = [i for i, (token, _) in enumerate(self.tokens) if self._starts_word(token)]
+            if starts and starts[-1] > 0:
+                carry = self.tokens[starts[-1]:]
+                self.tokens = self.tokens[:starts[-1]]
         if not self.tokens:
+            self.tokens = carry
             return []
         hyp = self._hypothesis(final=True)
-        self.tokens = []
+        self.tokens = carry
         self.utterance += 1
         return [hyp]
+
+    def _starts_word(self, token: int) -> bool:
+        if self.tokenizer is not None:
+            return self.starts_word[token]
+        return self.vocabulary[token] == " "
 
     def _hypothesis(self, final: bool) -> Hypothesis:
         words = self._words()
