@@ -157,6 +157,8 @@ def test_stage_checks_its_options():
         DemucsDenoiser(Demucs(hidden=8, depth=2, causal=False))
     with pytest.raises(UserError, match="Hz"):
         DemucsDenoiser(Demucs(hidden=8, depth=2, sample_rate=48000))
+    with pytest.raises(UserError, match="cannot stream|multiple of resample"):
+        DemucsDenoiser(Demucs(hidden=8, depth=1, stride=2, kernel_size=4, resample=4))
     longer = DemucsDenoiser(model, hop=4 * model.total_stride)
     assert longer.latency_s > stage.latency_s
 

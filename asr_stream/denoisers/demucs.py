@@ -594,6 +594,10 @@ class DemucsDenoiser:
                             f"{model.chout} output channels")
         if not 0.0 <= dry <= 1.0:
             raise UserError(f"--dry must be between 0 and 1, got {dry}")
+        try:
+            self.streamer = DemucsStreamer(model, dry=dry, lookahead=None if exact else 64)
+        except ValueError as exc:  # a checkpoint whose shape cannot stream
+            raise UserError(f"{name}: {exc}") from None
         step = model.total_stride
         hop = step if hop is None else int(hop)
         if hop < step or hop % step:
@@ -601,7 +605,6 @@ class DemucsDenoiser:
                             f"({1000 * step / SAMPLE_RATE:g} ms), got {hop}")
         self.name = name
         self.hop_size = hop
-        self.streamer = DemucsStreamer(model, dry=dry, lookahead=None if exact else 64)
         if int8:
             self.streamer.quantize()
         # a sample may wait for a whole hop before its frame can run
