@@ -54,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     chain.add_argument("--lookahead-ms", type=float,
                        help="nemo cache-aware models: right context in ms, one the model was trained with "
                             "(default: the model's default)")
+    chain.add_argument("--streaming", choices=["auto", "cache-aware", "buffered"],
+                       help="nemo: cache-aware (models trained with limited right context) or buffered "
+                            "(full-context models, run on overlapping windows); default auto, from the model")
+    chain.add_argument("--runtime", choices=["torch", "onnx"],
+                       help="nemo: PyTorch, or ONNX Runtime (exported on first use, cached beside the model); "
+                            "default torch")
+    chain.add_argument("--chunk-s", type=float, help="nemo buffered streaming: seconds each step decodes (default 2.0)")
+    chain.add_argument("--left-s", type=float, help="nemo buffered streaming: left context in seconds (default 1.0)")
+    chain.add_argument("--right-s", type=float,
+                       help="nemo buffered streaming: right context in seconds, added to the latency (default 0.6)")
     chain.add_argument("--language", help="language code for multilingual models (default en)")
     chain.add_argument("--device", choices=["cpu", "cuda"],
                        help="where the recogniser runs (default cpu); DeepFilterNet always runs on the CPU")

@@ -38,6 +38,11 @@ class Settings:
     model: str | None = None
     language: str | None = "en"
     lookahead_ms: float | None = None  # NeMo cache-aware models: which right context (default: the model's)
+    streaming: str = "auto"  # NeMo: cache-aware | buffered | auto (chosen from the model)
+    runtime: str = "torch"  # NeMo: torch | onnx (ONNX Runtime, exported once and cached)
+    chunk_s: float = 2.0  # NeMo buffered streaming: chunk, left and right context windows
+    left_s: float = 1.0
+    right_s: float = 0.6
     device: str = "cpu"
     threads: int = 1
     extra: dict = field(default_factory=dict)  # stage options from a preset, passed through
@@ -71,7 +76,8 @@ def build_chain(s: Settings, source=None) -> Chain:
     options = dict(device=s.device, threads=s.threads, model=s.model, language=s.language,
                    atten_lim_db=s.atten_lim_db, dry=s.dry, denoise_hop=s.denoise_hop,
                    denoise_exact=s.denoise_exact, denoise_int8=s.denoise_int8,
-                   lookahead_ms=s.lookahead_ms, live=live, **s.extra)
+                   lookahead_ms=s.lookahead_ms, streaming=s.streaming, runtime=s.runtime, chunk_s=s.chunk_s,
+                   left_s=s.left_s, right_s=s.right_s, live=live, **s.extra)
     source = source or make_source(s)
     denoiser = create_denoiser(s.denoiser, **options)
     recognizer = create_recognizer(s.asr, **options)

@@ -62,7 +62,7 @@ def speech() -> np.ndarray:
 
 
 def _offline(model, audio: np.ndarray, context: list[int]) -> torch.Tensor:
-    from asr_stream.recognizers.nemo_ctc import ctc_head
+    from asr_stream.recognizers.nemo_model import ctc_head
 
     model.encoder.set_default_att_context_size(context)
     with torch.no_grad():
@@ -90,7 +90,8 @@ def _stream(recognizer, audio: np.ndarray, block: int = 2560):
 
 
 def test_streaming_features_equal_the_offline_preprocessor(char_model_path, speech):
-    from asr_stream.recognizers.nemo_ctc import StreamingFeatures, load_nemo_model
+    from asr_stream.recognizers.nemo_features import StreamingFeatures
+    from asr_stream.recognizers.nemo_model import load_nemo_model
 
     model = load_nemo_model(str(char_model_path))
     features = StreamingFeatures(model.preprocessor)
@@ -110,7 +111,8 @@ def test_streaming_features_equal_the_offline_preprocessor(char_model_path, spee
 
 @pytest.mark.parametrize("lookahead_ms", [80, 0])
 def test_cache_aware_streaming_matches_the_offline_forward(char_model_path, speech, lookahead_ms):
-    from asr_stream.recognizers.nemo_ctc import CacheAwareCtcRecognizer, load_nemo_model
+    from asr_stream.recognizers.nemo_cache_aware import CacheAwareCtcRecognizer
+    from asr_stream.recognizers.nemo_model import load_nemo_model
 
     model = load_nemo_model(str(char_model_path))
     recognizer = CacheAwareCtcRecognizer(model, lookahead_ms=lookahead_ms, keep_log_probs=True)
@@ -133,10 +135,11 @@ def test_step_state_does_not_grow_over_a_long_session(char_model_path, speech):
     """Ten minutes of audio through one session: what a step works on stays the same size
     (encoder caches, feature buffer, open utterance), so its cost cannot grow with the session.
     How long steps take is measured by the benchmark, not here."""
-    from asr_stream.recognizers.nemo_ctc import CacheAwareCtcRecognizer, load_nemo_model
+    from asr_stream.recognizers.nemo_cache_aware import CacheAwareCtcRecognizer
+    from asr_stream.recognizers.nemo_model import load_nemo_model
 
     recognizer = CacheAwareCtcRecognizer(load_nemo_model(str(char_model_path)))
-    initial = [tuple(c.shape) for c in recognizer.caches]
+    initial = [tuple(c.shape) for c in recognizer.steps.caches]
     audio = np.tile(speech, int(np.ceil(600 * 16000 / len(speech))))[:600 * 16000]
     largest_feats = largest_open = 0
     finals = 0
@@ -144,15 +147,16 @@ def test_step_state_does_not_grow_over_a_long_session(char_model_path, speech):
         recognizer.accept_waveform(audio[i:i + 16000])
         finals += sum(h.final for h in recognizer.decode())
         largest_feats = max(largest_feats, recognizer.feats.shape[1])
-        largest_open = max(largest_open, len(recognizer.tokens))
-    assert [tuple(c.shape) for c in recognizer.caches] == initial
-    assert recognizer.out_frames >= 600 / recognizer.frame_s - 2  # every frame of ten minutes was decoded
+        largest_open = max(largest_open, len(recognizer.transcript.tokens))
+    assert [tuple(c.shape) for c in recognizer.steps.caches] == initial
+    assert recognizer.transcript.frames >= 600 / recognizer.frame_s - 2  # every frame of ten minutes was decoded
     assert largest_feats < 16000 // 160 + 64  # the feature buffer holds one block plus a chunk, never the session
     assert finals > 20 and largest_open < 2000  # utterances close, so the open one stays short
 
 
 def test_lookahead_must_be_one_the_model_has(char_model_path):
-    from asr_stream.recognizers.nemo_ctc import CacheAwareCtcRecognizer, load_nemo_model
+    from asr_stream.recognizers.nemo_cache_aware import CacheAwareCtcRecognizer
+    from asr_stream.recognizers.nemo_model import load_nemo_model
 
     with pytest.raises(UserError, match="supports 0, 80 ms"):
         CacheAwareCtcRecognizer(load_nemo_model(str(char_model_path)), lookahead_ms=480)
@@ -163,7 +167,8 @@ def test_korean_sentencepiece_vocabulary_decodes_to_unicode_words(tmp_path):
     Hangul words, split where SentencePiece marks word starts."""
     import sentencepiece as spm
 
-    from asr_stream.recognizers.nemo_ctc import CacheAwareCtcRecognizer, load_nemo_model
+    from asr_stream.recognizers.nemo_cache_aware import CacheAwareCtcRecognizer
+    from asr_stream.recognizers.nemo_model import load_nemo_model
 
     sentences = ["안녕하세요 반갑습니다", "오늘 날씨가 정말 좋네요", "음성 인식 시스템을 시험합니다",
                  "카페에서 커피를 마셔요", "시장은 사람들로 붐빕니다", "회의는 세 시에 시작합니다"] * 20
@@ -183,8 +188,8 @@ def test_korean_sentencepiece_vocabulary_decodes_to_unicode_words(tmp_path):
     recognizer = CacheAwareCtcRecognizer(load_nemo_model(str(path)))
     sentence = "오늘 날씨가 정말 좋네요"
     ids = processor.encode(sentence)
-    recognizer.tokens = [(token, frame) for frame, token in enumerate(ids)]
-    words = recognizer._words()
+    words = recognizer.transcript.vocabulary.words([(token, frame) for frame, token in enumerate(ids)],
+                                                   recognizer.frame_s)
     assert [w.text for w in words] == sentence.split()
     assert all(a.end <= b.start for a, b in zip(words, words[1:]))
 
@@ -214,3 +219,23 @@ def test_missing_model_is_a_one_line_error():
     wav, _ = demo_clip()
     proc = run_cli("--audio_path", str(wav), "--denoiser", "none", "--asr", "nemo", "--model", "/nope/x.nemo")
     assert proc.returncode == 2 and "does not exist" in proc.stderr.decode()
+
+
+def test_a_model_without_a_ctc_head_is_a_one_line_error(tmp_path):
+    """A pure RNN-T model (no CTC decoder) is refused by name, not run."""
+    cfg = tiny_config(CHARS)
+    del cfg["decoder"]
+    cfg.model_defaults = {"enc_hidden": 64, "pred_hidden": 32}
+    cfg.decoder = {"_target_": "nemo.collections.asr.modules.RNNTDecoder", "vocab_size": len(CHARS),
+                   "prednet": {"pred_hidden": 32, "pred_rnn_layers": 1}}
+    cfg.joint = {"_target_": "nemo.collections.asr.modules.RNNTJoint", "num_classes": len(CHARS),
+                 "vocabulary": CHARS, "jointnet": {"joint_hidden": 32, "activation": "relu",
+                                                   "encoder_hidden": 64, "pred_hidden": 32}}
+    cfg.decoding = {"strategy": "greedy_batch", "greedy": {"max_symbols": 5}}
+    path = tmp_path / "rnnt.nemo"
+    nemo_models.EncDecRNNTModel(cfg=cfg).save_to(str(path))
+    wav, _ = demo_clip()
+    proc = run_cli("--audio_path", str(wav), "--denoiser", "none", "--asr", "nemo", "--model", str(path))
+    err = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 2, err
+    assert "EncDecRNNTModel has no CTC head" in err[-1] and not any("Traceback" in line for line in err), err

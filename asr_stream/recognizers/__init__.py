@@ -1,5 +1,5 @@
-"""Recognisers by name: `whisper` (the embedded default), `nemo` (a cache-aware Conformer-CTC
-`.nemo`, `--model`), or `package.module:factory`."""
+"""Recognisers by name: `whisper` (the embedded default), `nemo` (a Conformer-CTC `.nemo`,
+cache-aware or buffered, `--model`), or `package.module:factory`."""
 
 from __future__ import annotations
 
@@ -20,11 +20,14 @@ def create_recognizer(spec: str, **options) -> Recognizer:
                                           backlog_s=2.0 if options.get("live", True) else None,
                                           partial_interval_s=options.get("partial_interval_s", 0.4))
     if spec == "nemo":
-        from asr_stream.recognizers.nemo_ctc import CacheAwareCtcRecognizer, load_nemo_model
+        from asr_stream.recognizers.nemo_ctc import create_nemo_recognizer
 
-        model = load_nemo_model(options.get("model"), device=options.get("device", "cpu"))
-        return CacheAwareCtcRecognizer(model, lookahead_ms=options.get("lookahead_ms"),
-                                       threads=options.get("threads", 1))
+        return create_nemo_recognizer(options.get("model"), streaming=options.get("streaming", "auto"),
+                                      runtime=options.get("runtime", "torch"),
+                                      lookahead_ms=options.get("lookahead_ms"),
+                                      chunk_s=options.get("chunk_s", 2.0), left_s=options.get("left_s", 1.0),
+                                      right_s=options.get("right_s", 0.6), device=options.get("device", "cpu"),
+                                      threads=options.get("threads", 1))
     if ":" in spec:
         return load_factory(spec, "recognizer")(**options)
     raise UserError(f"unknown recognizer '{spec}' (use whisper, nemo, or module:factory)")
