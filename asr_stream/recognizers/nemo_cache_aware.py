@@ -90,8 +90,10 @@ class CacheAwareCtcRecognizer:
         self.cfg = enc.streaming_cfg
         self.context = context
         self.lookahead_ms = round(context[1] * self.frame_s * 1000)
-        # algorithmic latency: a chunk's first frame waits for the chunk and its look-ahead
-        self.latency_s = self.cfg.chunk_size[1] * model.preprocessor.featurizer.hop_length / SAMPLE_RATE
+        # algorithmic latency: a chunk's first frame waits for the whole chunk (its own frames and
+        # the look-ahead), and the chunk's last feature frame for half an FFT window of audio
+        featurizer = model.preprocessor.featurizer
+        self.latency_s = (self.cfg.chunk_size[1] * featurizer.hop_length + featurizer.n_fft // 2) / SAMPLE_RATE
         self.runtime = runtime
         self.steps = TorchCacheAwareSteps(model)
         if runtime == "onnx":
