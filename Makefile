@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt | apt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[nemo,test]"
+	$(PIP) install -q -c constraints.txt -e ".[nemo,eval,test]"
 	# the reference Demucs (facebookresearch/denoiser), for parity tests and the benchmark only:
 	# --no-deps, because its requirements would pull torchaudio and another torch
 	$(PIP) install -q --no-deps denoiser==0.1.5

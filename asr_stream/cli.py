@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "To denoise a file into another file instead: asr-stream denoise IN -o OUT.wav "
                     "(see asr-stream denoise --help).",
         epilog="Default chain: DeepFilterNet3 denoiser + Whisper tiny.en (both ship inside pip packages). "
-               "Subcommand: denoise (file to file, no recognition).")
+               "Subcommands: denoise (file to file, no recognition), eval (WER, latency, RTF and quality "
+               "of chains over a dataset under noise; see asr-stream eval --help).")
     src = p.add_argument_group("input")
     src.add_argument("--audio_path", "--audio-path", dest="audio_path",
                      help="audio file (wav, flac, ogg, mp3, ...; any rate and channels), or - for raw PCM on stdin")
@@ -178,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "denoise":
         return _guarded(lambda: run_denoise(argv[1:]))
+    if argv and argv[0] == "eval":
+        from asr_stream.evaluation.cli import run_eval
+
+        return _guarded(lambda: run_eval(argv[1:]))
     args = build_parser().parse_args(argv)
 
     def captions() -> int:

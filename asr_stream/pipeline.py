@@ -62,11 +62,11 @@ def make_source(s: Settings):
     return FileSource(s.audio_path, pace=s.pace)
 
 
-def build_chain(s: Settings, source=None) -> Chain:
+def build_stages(s: Settings):
+    """The chain's denoiser and recogniser for these settings (loaded once; a chain per input
+    can reuse them after `reset()`)."""
     if s.device not in ("cpu", "cuda"):
         raise UserError(f"unknown device '{s.device}' (use cpu or cuda)")
-    if s.max_seconds is not None and s.max_seconds <= 0:
-        raise UserError(f"--max-seconds must be positive, got {s.max_seconds}")
     if s.threads < 1:
         raise UserError(f"--threads must be at least 1, got {s.threads}")
     import torch
@@ -78,14 +78,20 @@ def build_chain(s: Settings, source=None) -> Chain:
                    denoise_exact=s.denoise_exact, denoise_int8=s.denoise_int8,
                    lookahead_ms=s.lookahead_ms, streaming=s.streaming, runtime=s.runtime, chunk_s=s.chunk_s,
                    left_s=s.left_s, right_s=s.right_s, live=live, **s.extra)
+    return create_denoiser(s.denoiser, **options), create_recognizer(s.asr, **options)
+
+
+def build_chain(s: Settings, source=None, stages=None, keep_denoised: bool = False) -> Chain:
+    if s.max_seconds is not None and s.max_seconds <= 0:
+        raise UserError(f"--max-seconds must be positive, got {s.max_seconds}")
+    denoiser, recognizer = stages or build_stages(s)
     source = source or make_source(s)
-    denoiser = create_denoiser(s.denoiser, **options)
-    recognizer = create_recognizer(s.asr, **options)
-    return Chain(source, denoiser, recognizer, max_seconds=s.max_seconds)
+    return Chain(source, denoiser, recognizer, max_seconds=s.max_seconds, keep_denoised=keep_denoised)
 
 
 def run(s: Settings, captions: Captions | None = None, writer: CaptionWriter | None = None,
-        chain: Chain | None = None, handle_signals: bool = True) -> tuple[dict, list[Hypothesis]]:
+        chain: Chain | None = None, handle_signals: bool = True,
+        on_hypothesis=None) -> tuple[dict, list[Hypothesis]]:
     """Run the chain to the end of its input (or Ctrl-C / SIGTERM, which flush the last words).
     Returns the run's summary and its final hypotheses; a failing stage raises."""
     chain = chain or build_chain(s)
@@ -107,6 +113,8 @@ def run(s: Settings, captions: Captions | None = None, writer: CaptionWriter | N
         chain.start()
         for hyp in chain.events():
             latency.observe(hyp, chain.clock.arrival_of)
+            if on_hypothesis is not None:
+                on_hypothesis(hyp)
             if captions is not None:
                 captions.update(hyp)
             if hyp.final:

@@ -53,8 +53,10 @@ class ChainClock:
 
 class Chain:
     def __init__(self, source: Source, denoiser: Denoiser, recognizer: Recognizer,
-                 ring_seconds: float = 10.0, queue_hops: int = 1000, max_seconds: float | None = None):
+                 ring_seconds: float = 10.0, queue_hops: int = 1000, max_seconds: float | None = None,
+                 keep_denoised: bool = False):
         self.source, self.denoiser, self.recognizer = source, denoiser, recognizer
+        self.denoised: list[np.ndarray] | None = [] if keep_denoised else None  # what the recogniser heard
         self.ring = RingBuffer(int(source.sample_rate * ring_seconds))
         self.framer = Framer(self.ring, source.sample_rate, denoiser.hop_size)
         self.clock = ChainClock()
@@ -156,6 +158,8 @@ class Chain:
             done = chunks[-1] is None
             audio = [c for c in chunks if c is not None]
             if audio:
+                if self.denoised is not None:
+                    self.denoised += audio
                 self._timed("recognizer", self.recognizer.accept_waveform, np.concatenate(audio))
             hyps = self._timed("recognizer", self.recognizer.decode)
             if done:

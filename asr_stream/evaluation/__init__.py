@@ -1,0 +1,1 @@
+"""Evaluation harness (`asr-stream eval`): manifests, noise conditions, metrics, reports."""
