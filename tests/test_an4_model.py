@@ -1,0 +1,95 @@
+"""The project's own AN4-trained FastConformer-CTC (checkpoints/an4_fastconformer_ctc.nemo): its
+streamed WER on the AN4 test split, through the whole CLI (a file, and the live microphone),
+stays within 10 % (relative) of the same model's offline WER. Needs ../shared's AN4 audio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import REPO, SHARED, run_cli
+
+MODEL = REPO / "checkpoints" / "an4_fastconformer_ctc.nemo"
+AN4 = SHARED / "data" / "speech" / "an4"
+GAP_S = 1.0
+
+pytestmark = [pytest.mark.shared,
+              pytest.mark.skipif(not MODEL.is_file(), reason="checkpoints/an4_fastconformer_ctc.nemo is absent"),
+              pytest.mark.skipif(not AN4.is_dir(), reason="../shared AN4 is absent")]
+pytest.importorskip("nemo.collections.asr.models", reason="nemo_toolkit is not installed")
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    from asr_stream.evaluation.audio import load_16k
+    from asr_stream.evaluation.manifest import dataset
+
+    return [(load_16k(u.audio), u.text) for u in dataset("an4")]
+
+
+@pytest.fixture(scope="module")
+def offline_texts(test_split):
+    """The model over each whole clip (the default look-ahead), greedy CTC."""
+    import torch
+
+    from asr_stream.recognizers.nemo_features import window_features
+    from asr_stream.recognizers.nemo_model import ctc_head, load_nemo_model
+
+    model = load_nemo_model(str(MODEL))
+    blank = len(ctc_head(model).vocabulary)
+    out = []
+    for audio, _ in test_split:
+        feats = window_features(model.preprocessor, audio)
+        with torch.inference_mode():
+            encoded, _ = model.encoder(audio_signal=feats[None], length=torch.tensor([feats.shape[1]]))
+            labels = ctc_head(model)(encoder_output=encoded)[0].argmax(-1).tolist()
+        ids = [x for i, x in enumerate(labels) if x != blank and (i == 0 or labels[i - 1] != x)]
+        out.append(model.tokenizer.ids_to_text(ids))
+    return out
+
+
+def _wer(refs, hyps) -> float:
+    import jiwer
+
+    return jiwer.wer(" ".join(refs), " ".join(hyps))
+
+
+def _joined(clips, path, lead_s: float = 0.5):
+    parts = [np.zeros(int(lead_s * 16000), np.float32)]
+    for audio, _ in clips:
+        parts += [audio, np.zeros(int(GAP_S * 16000), np.float32)]
+    sf.write(str(path), np.concatenate(parts), 16000, subtype="PCM_16")
+    return path
+
+
+def test_streamed_wer_through_the_cli_is_within_10_percent_of_offline(test_split, offline_texts, tmp_path):
+    refs = [text for _, text in test_split]
+    offline = _wer(refs, offline_texts)
+    wav = _joined(test_split, tmp_path / "an4_test.wav")
+    out = tmp_path / "finals.txt"
+    proc = run_cli("--audio_path", str(wav), "--denoiser", "none", "--asr", "nemo", "--model", "an4_fastconformer_ctc",
+                   "--output", str(out), timeout=900)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    streamed = _wer(refs, [out.read_text()])
+    assert offline < 0.6, f"offline WER {offline:.3f}: the committed model is not the trained one"
+    assert streamed <= 1.1 * offline, f"streamed {streamed:.3f} vs offline {offline:.3f}"
+
+
+@pytest.mark.microphone
+def test_streamed_wer_on_the_live_microphone_is_within_10_percent_of_offline(test_split, offline_texts, tmp_path):
+    from test_microphone import transcribe_live
+    from virtual_mic import VirtualMic
+
+    chosen = list(range(0, len(test_split), 5))[:20]  # 20 clips from across the speakers
+    clips = [test_split[i] for i in chosen]
+    refs = [text for _, text in clips]
+    offline = _wer(refs, [offline_texts[i] for i in chosen])
+    wav = _joined(clips, tmp_path / "an4_mic.wav")
+    duration = sf.info(str(wav)).duration
+    with VirtualMic() as mic:
+        out, summary = transcribe_live(mic, (wav, " ".join(refs), duration), tmp_path, "--denoiser", "none",
+                                       "--asr", "nemo", "--model", "an4_fastconformer_ctc")
+    assert summary["dropped_frames"] == 0, summary
+    streamed = _wer(refs, [out])
+    assert streamed <= 1.1 * offline + 0.02, f"streamed {streamed:.3f} vs offline {offline:.3f}\n{out}"
