@@ -39,7 +39,7 @@ class Settings:
     language: str | None = "en"
     lookahead_ms: float | None = None  # NeMo cache-aware models: which right context (default: the model's)
     streaming: str = "auto"  # NeMo: cache-aware | buffered | auto (chosen from the model)
-    runtime: str = "torch"  # NeMo: torch | onnx (ONNX Runtime, exported once and cached)
+    runtime: str = "torch"  # NeMo: torch | onnx (ONNX Runtime, exported once and cached) | onnx-int8
     chunk_s: float = 2.0  # NeMo buffered streaming: chunk, left and right context windows
     left_s: float = 1.0
     right_s: float = 0.6

@@ -151,14 +151,15 @@ def bench_steps(sizes, lookaheads, audio, log) -> list[dict]:
             wall = feed(recognizer, audio)
             row["torch"] = dict(rtf=wall / seconds, step_ms=1000 * float(np.mean(recognizer.step_times)),
                                 p95_ms=1000 * float(np.percentile(recognizer.step_times, 95)))
-            t0 = time.perf_counter()
-            onnx = CacheAwareCtcRecognizer(model, lookahead_ms=la, runtime="onnx")
-            row["onnx_setup_s"] = time.perf_counter() - t0
-            feed(onnx, audio[:16000])
-            onnx.reset()
-            wall = feed(onnx, audio)
-            row["onnx"] = dict(rtf=wall / seconds, step_ms=1000 * float(np.mean(onnx.step_times)),
-                               p95_ms=1000 * float(np.percentile(onnx.step_times, 95)))
+            for runtime in ("onnx", "onnx-int8"):
+                t0 = time.perf_counter()
+                onnx = CacheAwareCtcRecognizer(model, lookahead_ms=la, runtime=runtime)
+                row[f"{runtime}_setup_s"] = time.perf_counter() - t0
+                feed(onnx, audio[:16000])
+                onnx.reset()
+                wall = feed(onnx, audio)
+                row[runtime] = dict(rtf=wall / seconds, step_ms=1000 * float(np.mean(onnx.step_times)),
+                                    p95_ms=1000 * float(np.percentile(onnx.step_times, 95)))
             model.encoder.set_default_att_context_size(LOOKAHEADS[la])
             model.encoder.setup_streaming_params()
             nemo_loop(model, audio[:16000])
@@ -167,7 +168,7 @@ def bench_steps(sizes, lookaheads, audio, log) -> list[dict]:
                                p95_ms=1000 * float(np.percentile(steps, 95)))
             rows.append(row)
             log(f"{size} {la} ms: torch {row['torch']['rtf']:.3f} onnx {row['onnx']['rtf']:.3f} "
-                f"nemo {row['nemo']['rtf']:.3f}")
+                f"int8 {row['onnx-int8']['rtf']:.3f} nemo {row['nemo']['rtf']:.3f}")
     return rows
 
 
@@ -218,20 +219,20 @@ def random_dns48() -> Path:
     return path
 
 
-def bench_chain(audio_path: Path, runtimes, log) -> list[dict]:
+def bench_chain(audio_path: Path, variants, log) -> list[dict]:
     rows = []
     large = model_file("large")
-    for runtime in runtimes:
+    for runtime, int8_denoiser in variants:
         with tempfile.TemporaryDirectory() as tmp:
             stats = Path(tmp) / "stats.json"
             args = ["--audio_path", str(audio_path), "--pace", "realtime", "--denoiser", str(random_dns48()),
                     "--asr", "nemo", "--model", str(large), "--lookahead-ms", "80", "--runtime", runtime,
-                    "--stats-json", str(stats), "--quiet"]
+                    "--stats-json", str(stats), "--quiet"] + (["--denoise-int8"] if int8_denoiser else [])
             shown = "asr-stream " + " ".join(shlex.quote(a) for a in args).replace(str(CACHE), "$CACHE").replace(
                 str(Path(tmp)), "$TMP").replace(str(ROOT) + "/", "")
             exe = Path(sys.executable).parent / "asr-stream"
             p = subprocess.run([str(exe)] + args, capture_output=True, text=True, cwd=ROOT, timeout=600)
-            row = dict(runtime=runtime, command=shown)
+            row = dict(runtime=runtime, denoiser="dns48 int8" if int8_denoiser else "dns48 fp32", command=shown)
             if p.returncode != 0:
                 row["error"] = p.stderr.strip()[-300:]
             else:
@@ -270,17 +271,19 @@ def an4_wer(log) -> dict | None:
                 enc, _ = model.encoder(audio_signal=feats[None], length=torch.tensor([feats.shape[1]]))
                 log_probs = ctc_head(model)(encoder_output=enc)[0]
             offline.append(model.tokenizer.ids_to_text(_greedy_ids(log_probs, log_probs.shape[1] - 1)))
-        recognizer = CacheAwareCtcRecognizer(model, lookahead_ms=la)
-        streamed = []
-        for audio in audios:
-            hyps = []
-            for i in range(0, len(audio), 1600):
-                recognizer.accept_waveform(audio[i:i + 1600])
-                hyps += recognizer.decode()
-            hyps += recognizer.finish()
-            streamed.append(" ".join(h.text for h in hyps if h.final))
-        out[la] = dict(offline=jiwer.wer(refs, offline), streamed=jiwer.wer(refs, streamed))
-        log(f"AN4 {la} ms: offline {out[la]['offline']:.3f} streamed {out[la]['streamed']:.3f}")
+        out[la] = dict(offline=jiwer.wer(refs, offline))
+        for runtime in ("torch", "onnx", "onnx-int8"):
+            recognizer = CacheAwareCtcRecognizer(model, lookahead_ms=la, runtime=runtime)
+            streamed = []
+            for audio in audios:
+                hyps = []
+                for i in range(0, len(audio), 1600):
+                    recognizer.accept_waveform(audio[i:i + 1600])
+                    hyps += recognizer.decode()
+                hyps += recognizer.finish()
+                streamed.append(" ".join(h.text for h in hyps if h.final))
+            out[la][runtime] = jiwer.wer(refs, streamed)
+        log(f"AN4 {la} ms: {out[la]}")
     return out
 
 
@@ -306,20 +309,22 @@ def render(steps, buffered, chain, an4, info, cmd) -> str:
               "whole file up front. Latency = one chunk plus the last feature frame's half window "
               "(what a word at the start of a chunk waits for before computation).", "",
               "| model | params | look-ahead | latency | ours torch: ms/step (p95) | RTF | ours ONNX: ms/step (p95) "
-              "| RTF | NeMo loop: ms/step (p95) | RTF | NeMo / ours torch | NeMo / ours ONNX | target |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| RTF | ours ONNX int8: ms/step | RTF | NeMo loop: ms/step (p95) | RTF | NeMo / ours torch "
+              "| NeMo / ours ONNX | target |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in steps:
-            t, o, n = r["torch"], r["onnx"], r["nemo"]
+            t, o, q, n = r["torch"], r["onnx"], r["onnx-int8"], r["nemo"]
             target = TARGETS.get((r["size"], r["lookahead"]))
-            verdict = "" if target is None else (f"RTF <= {target}: " + (
-                "met" if min(t["rtf"], o["rtf"]) <= target else "**missed**"))
+            best = min(t["rtf"], o["rtf"], q["rtf"])
+            verdict = "" if target is None else f"RTF <= {target}: " + ("met" if best <= target else "**missed**")
             L.append(f"| {r['size']} | {r['params'] / 1e6:.1f} M | {r['lookahead']} ms | {r['latency_ms']:.0f} ms "
                      f"| {t['step_ms']:.1f} ({t['p95_ms']:.1f}) | {t['rtf']:.3f} | {o['step_ms']:.1f} ({o['p95_ms']:.1f}) "
-                     f"| {o['rtf']:.3f} | {n['step_ms']:.1f} ({n['p95_ms']:.1f}) | {n['rtf']:.3f} "
+                     f"| {o['rtf']:.3f} | {q['step_ms']:.1f} | {q['rtf']:.3f} "
+                     f"| {n['step_ms']:.1f} ({n['p95_ms']:.1f}) | {n['rtf']:.3f} "
                      f"| {n['rtf'] / t['rtf']:.2f}x | {n['rtf'] / o['rtf']:.2f}x | {verdict} |")
-        L += ["", "ONNX export (once per model file and look-ahead, then cached beside the model): " + ", ".join(
-            f"{r['size']} {r['lookahead']} ms {r['onnx_setup_s']:.1f} s" for r in steps) +
-            " (a cached export loads in well under a second).", ""]
+        L += ["", "ONNX export (once per model file and look-ahead, then cached beside the model; int8 is "
+              "quantized from it): " + ", ".join(f"{r['size']} {r['lookahead']} ms {r['onnx_setup_s']:.1f} s"
+                                                for r in steps) + ". A cached export loads in about a second.", ""]
     if buffered:
         L += ["### Buffered streaming of full-context models, one thread", "",
               "Same shapes with full attention (`att_context_size [-1,-1]`, per-utterance feature "
@@ -328,7 +333,7 @@ def render(steps, buffered, chain, an4, info, cmd) -> str:
               "| model | offline RTF | buffered torch RTF | / offline | buffered ONNX RTF | / offline | latency "
               "| target: <= 2x offline |", "|---|---|---|---|---|---|---|---|"]
         for r in buffered:
-            best = min(r["torch"], r["onnx"]) / r["offline"]
+            best = min(r["torch"], r["onnx"]) / r["offline"]  # fp32 runtimes only
             L.append(f"| {r['size']} | {r['offline']:.3f} | {r['torch']:.3f} | {r['torch'] / r['offline']:.2f}x "
                      f"| {r['onnx']:.3f} | {r['onnx'] / r['offline']:.2f}x | {r['latency_ms']:.0f} ms "
                      f"| {'met' if best <= 2 else '**missed**'} ({best:.2f}x) |")
@@ -338,16 +343,17 @@ def render(steps, buffered, chain, an4, info, cmd) -> str:
               f"Random weights for both (no trained dns48 or large model can be had here), one intra-op thread "
               f"per stage, {info['cores']} cores. Latency is from the audio timeline (when a word's end entered "
               "the chain) to when the word first showed (partial) and when it was committed.", "",
-              "| recogniser runtime | RTF denoiser | RTF recogniser | partial latency p50 / p95 | committed p50 / p95 "
-              "| dropped | target: RTF <= 0.5, p95 <= 300 ms | command |", "|---|---|---|---|---|---|---|---|"]
+              "| denoiser | recogniser runtime | RTF denoiser | RTF recogniser | partial latency p50 / p95 "
+              "| committed p50 / p95 | dropped | target: RTF <= 0.5, p95 <= 300 ms | command |",
+              "|---|---|---|---|---|---|---|---|---|"]
         for r in chain:
             if "error" in r:
-                L.append(f"| {r['runtime']} | failed: {r['error']} | | | | | | `{r['command']}` |")
+                L.append(f"| {r['denoiser']} | {r['runtime']} | failed: {r['error']} | | | | | | `{r['command']}` |")
                 continue
             st, lp, lf = r["rtf_stages"], r.get("latency_partial_s") or {}, r.get("latency_final_s") or {}
             rtf = max(st["denoiser"], st["recognizer"])
             ok = rtf <= 0.5 and (lp.get("p95") or 9) <= 0.3
-            L.append(f"| {r['runtime']} | {st['denoiser']:.2f} | {st['recognizer']:.2f} "
+            L.append(f"| {r['denoiser']} | {r['runtime']} | {st['denoiser']:.2f} | {st['recognizer']:.2f} "
                      f"| {_ms(lp.get('p50'))} / {_ms(lp.get('p95'))} | {_ms(lf.get('p50'))} / {_ms(lf.get('p95'))} "
                      f"| {r['dropped_frames']} | {'met' if ok else '**missed**'} | `{r['command']}` |")
         L.append("")
@@ -357,11 +363,13 @@ def render(steps, buffered, chain, an4, info, cmd) -> str:
               f"{an4['seconds'] / 60:.1f} min. Streamed = our cache-aware recogniser fed 100 ms blocks; offline = "
               "the same model over each whole clip at the same look-ahead; greedy CTC, lower-case text, no "
               "normaliser needed (AN4 transcripts are already plain).", "",
-              "| look-ahead | offline WER | streamed WER | relative difference |", "|---|---|---|---|"]
+              "| look-ahead | offline WER | streamed, torch | relative to offline | streamed, ONNX | streamed, ONNX int8 |",
+              "|---|---|---|---|---|---|"]
         for la in sorted(k for k in an4 if isinstance(k, int)):
             w = an4[la]
-            rel = (w["streamed"] - w["offline"]) / w["offline"] if w["offline"] else 0.0
-            L.append(f"| {la} ms | {100 * w['offline']:.1f} % | {100 * w['streamed']:.1f} % | {100 * rel:+.1f} % |")
+            rel = (w["torch"] - w["offline"]) / w["offline"] if w["offline"] else 0.0
+            L.append(f"| {la} ms | {100 * w['offline']:.1f} % | {100 * w['torch']:.1f} % | {100 * rel:+.1f} % "
+                     f"| {100 * w['onnx']:.1f} % | {100 * w['onnx-int8']:.1f} % |")
         L.append("")
     L.append(END)
     return "\n".join(L) + "\n"
@@ -399,7 +407,7 @@ def main(argv=None) -> int:
 
             long = Path(tmp) / "speech_x3.wav"
             sf.write(long, np.tile(audio, 3), 16000)
-            chain = bench_chain(long, ["torch", "onnx"], log)
+            chain = bench_chain(long, [("torch", False), ("onnx", True), ("onnx-int8", True)], log)
             for r in chain:
                 r["command"] = r["command"].replace(str(long), "speech_x3.wav")
     an4 = None if "an4" in args.skip else an4_wer(log)

@@ -72,10 +72,10 @@ class BufferedCtcRecognizer:
         self.latency_s = (self.plan.chunk + self.plan.right) * self.frame_s
         self.runtime = runtime
         self.onnx = None
-        if runtime == "onnx":
+        if runtime.startswith("onnx"):
             from asr_stream.recognizers.nemo_onnx import OnnxOfflineModel
 
-            self.onnx = OnnxOfflineModel(model, threads=threads or 1)
+            self.onnx = OnnxOfflineModel(model, threads=threads or 1, int8=runtime == "onnx-int8")
         self.keep_log_probs = keep_log_probs
         self.transcript = CtcTranscript(Vocabulary(list(self.head.vocabulary), getattr(model, "tokenizer", None)),
                                         self.frame_s, endpoint_s=endpoint_s, max_utterance_s=max_utterance_s)

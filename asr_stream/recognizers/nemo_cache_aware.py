@@ -20,7 +20,7 @@ from asr_stream.recognizers.nemo_features import StreamingFeatures, module_devic
 from asr_stream.recognizers.nemo_model import ctc_head
 from asr_stream.stages import Hypothesis
 
-RUNTIMES = ("torch", "onnx")
+RUNTIMES = ("torch", "onnx", "onnx-int8")
 
 
 def is_cache_aware(model) -> bool:
@@ -96,10 +96,11 @@ class CacheAwareCtcRecognizer:
         self.latency_s = (self.cfg.chunk_size[1] * featurizer.hop_length + featurizer.n_fft // 2) / SAMPLE_RATE
         self.runtime = runtime
         self.steps = TorchCacheAwareSteps(model)
-        if runtime == "onnx":
+        if runtime.startswith("onnx"):
             from asr_stream.recognizers.nemo_onnx import OnnxCacheAwareSteps
 
-            self.steps = OnnxCacheAwareSteps(model, context, self.steps, threads=threads or 1)
+            self.steps = OnnxCacheAwareSteps(model, context, self.steps, threads=threads or 1,
+                                             int8=runtime == "onnx-int8")
         head = ctc_head(model)
         self.transcript = CtcTranscript(Vocabulary(list(head.vocabulary), getattr(model, "tokenizer", None)),
                                         self.frame_s, endpoint_s=endpoint_s, max_utterance_s=max_utterance_s)

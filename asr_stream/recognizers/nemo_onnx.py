@@ -36,9 +36,16 @@ def export_path(model, kind: str) -> Path:
     return CACHE_DIR / name
 
 
-def ensure_export(model, kind: str, context: list[int] | None = None) -> Path:
+def ensure_export(model, kind: str, context: list[int] | None = None, int8: bool = False) -> Path:
     """The ONNX file for `model`, exporting it first if no cached one exists. `context` is
-    the attention context of a cache-aware export (it is baked into the graph)."""
+    the attention context of a cache-aware export (it is baked into the graph). With `int8`,
+    the export's MatMul weights are quantized to int8 (ONNX Runtime's dynamic quantization:
+    activations are quantized on the fly), from the fp32 export."""
+    if int8:
+        path = export_path(model, kind + "-int8")
+        if not path.is_file():
+            _quantize(ensure_export(model, kind, context), path)
+        return path
     path = export_path(model, kind)
     if path.is_file():
         return path
@@ -61,6 +68,20 @@ def ensure_export(model, kind: str, context: list[int] | None = None) -> Path:
     return path
 
 
+def _quantize(source: Path, path: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    partial = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            quantize_dynamic(str(source), str(partial), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+        os.replace(partial, path)
+    except Exception as exc:
+        raise UserError(f"cannot quantize {source} to int8: {type(exc).__name__}: {exc}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def session(path: Path, threads: int):
     """An ONNX Runtime session on the CPU with `threads` intra-op threads and no inter-op pool."""
     import onnxruntime as ort
@@ -77,8 +98,8 @@ def session(path: Path, threads: int):
 class OnnxOfflineModel:
     """Features (bands, frames) of one window to CTC log-probs (frames, labels)."""
 
-    def __init__(self, model, threads: int = 1):
-        self.session = session(ensure_export(model, "offline"), threads)
+    def __init__(self, model, threads: int = 1, int8: bool = False):
+        self.session = session(ensure_export(model, "offline", int8=int8), threads)
 
     def __call__(self, feats: np.ndarray) -> np.ndarray:
         log_probs = self.session.run(["logprobs"], {
@@ -96,8 +117,8 @@ class OnnxCacheAwareSteps:
     PyTorch steps given as `torch_steps`, with the caches handed across.
     """
 
-    def __init__(self, model, context: list[int], torch_steps, threads: int = 1):
-        self.session = session(ensure_export(model, f"cache-aware-{context[0]}-{context[1]}", context), threads)
+    def __init__(self, model, context: list[int], torch_steps, threads: int = 1, int8: bool = False):
+        self.session = session(ensure_export(model, f"cache-aware-{context[0]}-{context[1]}", context, int8), threads)
         self.torch_steps = torch_steps
         self.reset()
 
