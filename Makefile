@@ -47,7 +47,6 @@ bench: install
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 
-AN4_ARGS ?= --max-epochs 45 --batch-size 16 --threads 2 --override model.encoder.d_model=96 \
-            --override 'model.encoder.att_context_size=[[70,6],[70,1]]'
+AN4_ARGS ?= --max-epochs 45 --batch-size 16 --threads 2
 train-an4: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) recipes/an4/train_an4.py $(AN4_ARGS)
