@@ -52,7 +52,7 @@ def offline_texts(test_split):
 def _wer(refs, hyps) -> float:
     import jiwer
 
-    return jiwer.wer(" ".join(refs), " ".join(hyps))
+    return jiwer.wer(" ".join(refs), " ".join(" ".join(hyps).split()))  # one line per final: join the lines
 
 
 def _joined(clips, path, lead_s: float = 0.5):

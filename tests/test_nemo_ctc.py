@@ -115,7 +115,8 @@ def test_cache_aware_streaming_matches_the_offline_forward(char_model_path, spee
     from asr_stream.recognizers.nemo_model import load_nemo_model
 
     model = load_nemo_model(str(char_model_path))
-    recognizer = CacheAwareCtcRecognizer(model, lookahead_ms=lookahead_ms, keep_log_probs=True)
+    recognizer = CacheAwareCtcRecognizer(model, lookahead_ms=lookahead_ms, keep_log_probs=True,
+                                         restart_at_endpoints=False)
     hyps = _stream(recognizer, speech)
     streamed = torch.cat(recognizer.log_probs, 0)
     offline = _offline(model, speech, recognizer.lookaheads_ms[lookahead_ms])
