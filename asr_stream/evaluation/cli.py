@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,10 @@ def _chain_specs(text: str):
     return specs
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_eval(argv: list[str]) -> int:
     from asr_stream.evaluation import report
     from asr_stream.evaluation.mixing import Condition
@@ -76,11 +81,16 @@ def run_eval(argv: list[str]) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     prepare(plan)  # reference word times first: the total below needs the durations
+    # Ctrl-C (and SIGTERM) stop the run and keep the results so far. Set explicitly: a process
+    # started in the background by a non-interactive shell inherits SIGINT ignored.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     advance, close = progress_printer(plan.total_seconds)
     try:
         complete = run_plan(plan, progress=advance)
     finally:
         close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     clips = load_clips(args.out)
     rows = summarize(clips, args.language)
     meta = {"command": "asr-stream eval " + " ".join(argv), "dataset": args.dataset, "pace": args.pace,
