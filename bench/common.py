@@ -40,14 +40,7 @@ def cpu_and_cores() -> tuple[str, int | None]:
 
 
 def load_16k(path: Path):
-    """A sound file as 16 kHz mono float32 (julius resampling, as the chain does)."""
-    import julius
-    import numpy as np
-    import soundfile as sf
-    import torch
+    """A sound file as 16 kHz mono float32: the product's own loader (julius resampling, as the chain does)."""
+    from asr_stream.evaluation.audio import load_16k as _load
 
-    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    x = x.mean(axis=1)
-    if sr != 16000:
-        x = julius.resample_frac(torch.from_numpy(np.ascontiguousarray(x)), sr, 16000).numpy()
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return _load(Path(path))

@@ -78,6 +78,7 @@ def test_ctrl_c_keeps_the_results_so_far(manifest, tmp_path):
     (["--dataset", "no-such-set"], "unknown dataset"),
     (["--conditions", "loud@x"], "condition 'loud@x'"),
     (["--chains", "no-such-preset"], "config not found"),
+    (["--chains", "x:foo=1"], "unknown setting(s) foo"),
     (["--limit", "0"], "--limit must be at least 1"),
 ])
 def test_bad_input_is_a_one_line_error(args, needle, tmp_path):

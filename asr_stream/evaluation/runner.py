@@ -42,6 +42,13 @@ class ChainSpec:
             for item in body.split(";"):
                 key, _, value = item.partition("=")
                 values[key.strip()] = _scalar(value.strip())
+            from dataclasses import fields
+
+            from asr_stream.pipeline import Settings
+
+            unknown = sorted(set(values) - {f.name for f in fields(Settings)})
+            if unknown:
+                raise UserError(f"chain '{label}': unknown setting(s) {', '.join(unknown)}")
             return ChainSpec(label, values)
         return ChainSpec(Path(spec).stem, load_preset(spec))
 

@@ -77,9 +77,9 @@ class CacheAwareCtcRecognizer:
         self.model = model
         self.keep_log_probs = keep_log_probs  # for tests: every step's CTC log-probs
         # Models are trained on single utterances, each starting from empty caches; carrying
-        # one utterance's context into the next after a pause is out of their training (the
-        # AN4 model's WER went from 28 % to 55 % on a stream of test clips). So the encoder
-        # starts afresh at each endpoint.
+        # one utterance's context into the next after a pause is out of their training (on a
+        # stream of 40 AN4 test clips the AN4 model's WER was 41 % without restarts, 31 % with
+        # them, 30 % clip by clip). So the encoder starts afresh at each endpoint.
         self.restart_at_endpoints = restart_at_endpoints
         enc = model.encoder
         self.frame_s = enc.subsampling_factor * model.preprocessor.featurizer.hop_length / SAMPLE_RATE
