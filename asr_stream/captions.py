@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from asr_stream.stages import Hypothesis
+from asr_stream.stages import ATTACH_LEFT, Hypothesis, join_words
 
 
 def _clock(seconds: float) -> str:
@@ -42,10 +42,13 @@ class Captions:
         if hyp.final:
             self.commit(hyp)
         elif self._live is not None:
-            text = Text(" ".join(w.text for w in hyp.words[: hyp.stable]))
-            tentative = " ".join(w.text for w in hyp.words[hyp.stable :])
+            stable = join_words(hyp.words[: hyp.stable])
+            text = Text(stable)
+            tentative = join_words(hyp.words[hyp.stable :])
             if tentative:
-                text.append((" " if hyp.stable else "") + tentative, style="dim")
+                first = hyp.words[hyp.stable]
+                glue = "" if not stable or first.glued or tentative[0] in ATTACH_LEFT else " "
+                text.append(glue + tentative, style="dim")
             self._live.update(text, refresh=True)
 
     def commit(self, hyp: Hypothesis) -> None:

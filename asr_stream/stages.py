@@ -19,6 +19,28 @@ class Word:
     text: str
     start: float
     end: float
+    glued: bool = False  # continues the word before it with no space between ("sun" + "light")
+
+
+ATTACH_LEFT = set(".,;:!?%)]}\"'”’…。，、！？：；")
+
+
+def join_words(words) -> str:
+    """Words (`Word`s or strings) as caption text: single spaces; a word that is only closing
+    punctuation ("," or ".") or that continues the word before it (`glued`) is attached to it."""
+    out = ""
+    for w in words:
+        t = (w if isinstance(w, str) else w.text).strip()
+        if not t:
+            continue
+        if out and all(c in ATTACH_LEFT for c in t):
+            if out[-1] not in ATTACH_LEFT:  # "dinner" + "," -> "dinner,"; "types." + "." stays "types."
+                out += t
+        elif out and getattr(w, "glued", False):
+            out += t
+        else:
+            out += " " + t if out else t
+    return out
 
 
 @dataclass(frozen=True)
@@ -37,7 +59,7 @@ class Hypothesis:
 
     @property
     def text(self) -> str:
-        return " ".join(w.text for w in self.words)
+        return join_words(self.words)
 
     @property
     def start(self) -> float:

@@ -59,6 +59,7 @@ class SpeechDetector:
         self._pending = np.zeros(0, np.float32)
         self._pos = 0  # samples scored so far
         self.in_speech = False
+        self.last_prob = 0.0  # the last chunk's speech probability
         self._silence_from: int | None = None
         self._speech_from = 0
 
@@ -67,7 +68,7 @@ class SpeechDetector:
         events = []
         while len(self._pending) >= CHUNK:
             chunk, self._pending = self._pending[:CHUNK], self._pending[CHUNK:]
-            p = self.vad(chunk)
+            p = self.last_prob = self.vad(chunk)
             start = self._pos
             self._pos += CHUNK
             if not self.in_speech:

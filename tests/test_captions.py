@@ -61,3 +61,19 @@ def test_terminal_redraws_partials_in_place_then_commits_finals():
     assert wer([ref], [final_line]) < 0.1
     # a partial showed the start of the sentence before the final was printed
     assert screen.lower().index("printing") < screen.lower().index("exhibition")
+
+
+def test_punctuation_attaches_to_its_word():
+    from asr_stream.stages import join_words
+
+    assert join_words(["for", "dinner", ",", "turnips"]) == "for dinner, turnips"
+    assert join_words(["no", "longer", "."]) == "no longer."
+    assert join_words(["types.", "."]) == "types."
+    assert join_words([" a ", "", "b"]) == "a b"
+    hyp = Hypothesis(0, (Word("dinner", 0, 1), Word(",", 1, 1), Word("turnips", 1, 2)), 3, True)
+    out = io.StringIO()
+    cap = Captions(out, live=False)
+    cap.update(hyp)
+    assert out.getvalue() == "dinner, turnips\n"
+    glued = (Word("the", 0, 0.2), Word("rain", 0.2, 0.5), Word("drops", 0.5, 0.8, glued=True), Word(".", 0.8, 0.8, True))
+    assert join_words(glued) == "the raindrops."

@@ -169,7 +169,10 @@ def test_unreadable_file(tmp_path):
     (["--max-seconds", "-1"], "--max-seconds"),
     (["--output", "out.docx"], "unsupported extension"),
     (["--config", "no-such-preset"], "config not found"),
-    (["--model", "/nonexistent/model"], "cannot load Whisper model"),
+    (["--model", "/nonexistent/model"], "not a CTranslate2 Whisper directory"),
+    (["--model", "no-such-model"], "not a directory and not a Whisper model name"),
+    (["--model", "base", "--language", "xx"], "unknown language code"),
+    (["--language", "ko"], "English-only"),
 ])
 def test_bad_options(args, needle):
     wav, _ = demo_clip()

@@ -14,11 +14,12 @@ def create_recognizer(spec: str, **options) -> Recognizer:
     if spec in ("whisper", "whisper-tiny.en", "", None):
         from asr_stream.recognizers.whisper import WhisperStreamingRecognizer
 
-        return WhisperStreamingRecognizer(model_path=options.get("model"), device=options.get("device", "cpu"),
+        tuning = {k: options[k] for k in ("partial_interval_s", "commit_horizon_s", "keep_committed_s",
+                                          "max_utterance_s") if options.get(k) is not None}
+        return WhisperStreamingRecognizer(model=options.get("model"), device=options.get("device", "cpu"),
                                           threads=options.get("threads", 1),
                                           language=options.get("language", "en"),
-                                          backlog_s=2.0 if options.get("live", True) else None,
-                                          partial_interval_s=options.get("partial_interval_s", 0.4))
+                                          backlog_s=0.5 if options.get("live", True) else None, **tuning)
     if spec == "nemo":
         from asr_stream.recognizers.nemo_ctc import create_nemo_recognizer
 

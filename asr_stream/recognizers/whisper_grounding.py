@@ -1,0 +1,88 @@
+"""Which decoded words the audio supports.
+
+Whisper on a short buffer sometimes keeps writing after the speech it heard: it repeats a run
+of words, or replays what it wrote earlier. Text alone cannot tell that from a speaker who
+really says a phrase twice ("thank you, thank you"), so a repeated run is judged by where it
+lies in the audio: a run that Whisper's own word alignment spreads over new speech is speech;
+one whose words collapse onto a single instant (the decoder had no audio left to attend to)
+or lie where the voice detector hears no speech is not, and the decode is cut there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from asr_stream.recognizers.whisper_decoder import AlignedWord
+
+MAX_RUN = 12  # longest repeated run looked for, in words
+REPLAY_RUN = 4  # a run of this many words said earlier counts as a replay
+RECENT = 16  # ... and a shorter one, of two or more, said among the last this many words
+COLLAPSED_S = 0.02  # a word aligned to less than this has no audio of its own
+MIN_RUN_WORD_S = 0.08  # a real run takes at least this much audio per word
+SPEECH_PROB = 0.35  # the voice detector's "not speech" threshold, for its mean over a run
+
+
+def key(word: str) -> str:
+    return re.sub(r"[^\w']", "", word.lower())
+
+
+def repeated_run(keys: Sequence[str], j: int) -> int:
+    """Length of the repeated run starting at `keys[j]`, or 0: the run just before it said again,
+    two or more of the last `RECENT` words said again, or `REPLAY_RUN` words said anywhere
+    earlier. (A loop often starts partway: "please call stammer. please call".) A word that is
+    only punctuation is no repeat."""
+    if not keys[j]:
+        return 0
+    for n in range(min(MAX_RUN, j, len(keys) - j), 0, -1):
+        if keys[j : j + n] == keys[j - n : j]:
+            return n
+    best = 0
+    for i in range(j - 1, -1, -1):
+        if keys[i] != keys[j]:
+            continue
+        n = 1
+        while n < MAX_RUN and j + n < len(keys) and i + n < j and keys[i + n] == keys[j + n]:
+            n += 1
+        if n >= REPLAY_RUN or (n >= 2 and j - i <= RECENT):
+            best = max(best, n)
+    return best
+
+
+def collapsed(w: AlignedWord) -> bool:
+    return w.end - w.start < COLLAPSED_S
+
+
+def grounded_length(run: Sequence[AlignedWord], speech_prob: Callable[[float, float], float],
+                    transcribed_until: float = 0.0) -> int:
+    """How much of a repeated run lies on audio of its own. A loop's words collapse onto one
+    instant (the decoder had no audio left to attend to), so the run's collapsed end is never
+    kept; what comes before it is kept if it is spread over time, mostly on audio after
+    `transcribed_until` (the end of the words already committed), and where the voice detector
+    hears speech."""
+    m = len(run)
+    while m and collapsed(run[m - 1]):
+        m -= 1
+    head = run[:m]
+    if not head or sum(map(collapsed, head)) * 2 > m:
+        return 0
+    if head[-1].end - head[0].start < MIN_RUN_WORD_S * m:
+        return 0
+    if (head[0].start + head[-1].end) / 2 <= transcribed_until:
+        return 0  # a replay laid over audio that was already transcribed
+    return m if speech_prob(head[0].start, head[-1].end) >= SPEECH_PROB else 0
+
+
+def supported_length(earlier: Sequence[str], new: Sequence[AlignedWord],
+                     speech_prob: Callable[[float, float], float], transcribed_until: float = 0.0) -> int:
+    """How many of `new` (the words a decode added after `earlier`) the audio supports: the
+    decode is cut where a repeated run stops being grounded in the audio."""
+    keys = [key(w) for w in earlier] + [key(w.text) for w in new]
+    base = len(earlier)
+    for i in range(len(new)):
+        n = repeated_run(keys, base + i)
+        if n:
+            m = grounded_length(new[i : i + n], speech_prob, transcribed_until)
+            if m < n:
+                return i + m
+    return len(new)

@@ -1,0 +1,101 @@
+"""Streaming Whisper on continuous speech (no pause long enough to end an utterance), against
+the same model run offline on each clip whole. Needs ../shared's recordings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asr_stream.recognizers import create_recognizer
+from conftest import SHARED_SPEECH, load_16k, needs_shared, normalize
+
+pytestmark = [needs_shared, pytest.mark.shared]
+
+
+@pytest.fixture(scope="module")
+def rec():
+    return create_recognizer("whisper", live=False)
+
+
+def _clips(names: str, limit: int | None = None):
+    from asr_stream.evaluation.audio import load_16k as load
+    from asr_stream.evaluation.manifest import dataset
+
+    units = [u for name in names.split("+") for u in dataset(name)[:limit]]
+    return [(load(u.clean or u.audio), u.text) for u in units]  # clean speech: noise is another test's subject
+
+
+def _join(clips, seed=0):
+    """Clips back to back with natural gaps of 0.1-0.3 s (shorter than the endpoint silence)."""
+    rng = np.random.default_rng(seed)
+    parts = [np.zeros(4000, np.float32)]
+    for audio, _ in clips:
+        parts += [audio, np.zeros(int(rng.uniform(0.1, 0.3) * 16000), np.float32)]
+    return np.concatenate(parts)
+
+
+def _stream(rec, audio, step=1600):
+    rec.reset()
+    hyps = []
+    for i in range(0, len(audio), step):
+        rec.accept_waveform(audio[i : i + step])
+        hyps += rec.decode()
+    hyps += rec.finish()
+    return " ".join(h.text for h in hyps if h.final)
+
+
+def _offline(rec, clips):
+    model = rec.decoder.model  # the same loaded model, run as faster-whisper runs it: each clip whole
+    texts = []
+    for audio, _ in clips:
+        segments, _ = model.transcribe(audio, language="en", beam_size=1, vad_filter=False,
+                                       condition_on_previous_text=False)
+        texts.append(" ".join(s.text for s in segments))
+    return " ".join(texts)
+
+
+def _wer(ref, hyp):
+    import jiwer
+
+    return jiwer.wer(normalize(ref), normalize(hyp) or "<empty>")
+
+
+# AN4's spelled-out letters and digits ("p i t t s b u r g h") are where streaming Whisper still
+# loses most against offline (measured here: 59 % against 47 % on these 40 clips): a letter said
+# alone is decoded from too little context. Its bound is looser, and BENCHMARKS.md says so.
+@pytest.mark.parametrize("name,limit,factor", [("ljspeech+valentini", None, 1.1), ("an4", 40, 1.3)])
+def test_continuous_speech_matches_offline(rec, name, limit, factor):
+    clips = _clips(name, limit)
+    ref = " ".join(t for _, t in clips)
+    streamed = _wer(ref, _stream(rec, _join(clips)))
+    offline = _wer(ref, _offline(rec, clips))
+    # `factor` x the offline WER, plus one word in a hundred of slack for these few hundred words
+    assert streamed <= factor * offline + 0.01, (streamed, offline)
+
+
+def test_ten_minute_stream_keeps_state_bounded(rec):
+    """The LibriSpeech utterances back to back for ten minutes: what a step works on stays the same size."""
+    files = sorted((SHARED_SPEECH / "librispeech_unlabeled").glob("*.flac"))
+    parts, total = [], 0
+    for f in files:
+        a = load_16k(f)
+        parts += [a, np.zeros(3200, np.float32)]
+        total += len(a) + 3200
+        if total >= 600 * 16000:
+            break
+    audio = np.concatenate(parts)
+    rec.reset()
+    largest, finals, words = {}, 0, 0
+    for i in range(0, len(audio), 16000):
+        rec.accept_waveform(audio[i : i + 16000])
+        for h in rec.decode():
+            finals += h.final
+            words += len(h.words) if h.final else 0
+        for k, v in rec.state_size().items():
+            largest[k] = max(largest.get(k, 0), v)
+    rec.finish()
+    assert len(audio) >= 600 * 16000
+    assert largest["buffer_samples"] <= rec.max_buffer + 16000
+    assert largest["utterance_words"] <= 120 and largest["prompt_words"] <= 48
+    assert largest["vad_probs"] <= (rec.max_buffer + rec.preroll) // 512 + 4
+    assert finals >= 20 and words >= 1200  # ten minutes of read speech: it kept transcribing

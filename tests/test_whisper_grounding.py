@@ -1,0 +1,80 @@
+"""Repeated runs are judged by where Whisper's alignment puts them, not by their text."""
+
+from asr_stream.recognizers.whisper_decoder import AlignedWord
+from asr_stream.recognizers.whisper_grounding import repeated_run, supported_length
+
+
+def words(spec):
+    """'a:0.0-0.3 b:0.3-0.6' -> aligned words"""
+    out = []
+    for item in spec.split():
+        text, span = item.split(":")
+        a, b = span.split("-")
+        out.append(AlignedWord(text, float(a), float(b), 0.9))
+    return out
+
+
+def speech(start, end):
+    return 0.9
+
+
+def silence(start, end):
+    return 0.05
+
+
+def test_repeated_runs_are_found():
+    keys = "thank you thank you".split()
+    assert repeated_run(keys, 2) == 2
+    assert repeated_run("no no".split(), 1) == 1
+    assert repeated_run("it was the best of times it was the worst".split(), 5) == 0  # 3 words, not a replay
+    assert repeated_run("it was the best of times it was the best".split(), 6) == 4  # replay of 4 words
+    assert repeated_run("one two three four".split(), 2) == 0
+
+
+def test_real_repeated_speech_is_kept():
+    new = words("thank:1.0-1.3 you:1.3-1.6 thank:1.9-2.2 you:2.2-2.5")
+    assert supported_length([], new, speech) == 4
+    said_twice = words("printing:5.0-5.4 in:5.4-5.5 the:5.5-5.6 only:5.6-5.9 sense:5.9-6.3")
+    assert supported_length("printing in the only sense".split(), said_twice, speech) == 5
+
+
+def test_collapsed_loop_is_cut():
+    # Whisper's loop: the repeated words all aligned to one instant at the end of the audio
+    new = words("the:1.0-1.2 only:1.2-1.5 sense.:1.5-1.5 the:1.5-1.5 only:1.5-1.5 sense:1.5-1.9")
+    assert supported_length([], new, speech) == 3
+    assert supported_length([], words("quick:0.5-0.8 quick:0.8-0.8 quick:0.8-0.8"), speech) == 1
+
+
+def test_real_words_before_a_loop_are_kept():
+    # a real replay of earlier words, then the decoder starts looping: the real part stays
+    earlier = "jumps over the lazy dog the quick brown fox".split()
+    new = words("jumps:4.5-4.9 over:4.9-5.1 the:5.1-5.3 lazy:5.3-5.5 dog.:5.5-5.8 "
+                "the:5.8-5.8 quick:5.8-5.8 brown:5.8-5.8 fox:5.8-5.8")
+    assert supported_length(earlier, new, speech) == 5
+
+
+def test_repeat_over_silence_is_cut():
+    new = words("thank:1.0-1.3 you:1.3-1.6 thank:1.9-2.2 you:2.2-2.5")
+    assert supported_length([], new, lambda a, b: 0.9 if b <= 1.7 else 0.05) == 2
+    assert supported_length([], new, silence) == 2  # the first "thank you" is no repeat: not judged here
+
+
+def test_a_loop_that_starts_partway_is_found_and_cut():
+    assert repeated_run("please call stammer please call".split(), 3) == 2
+    new = words("call:1.2-1.5 stammer.:1.5-2.0 please:2.0-2.0 call:2.0-2.0")
+    assert supported_length(["please"], new, speech) == 2
+
+
+def test_a_replay_over_audio_already_transcribed_is_cut():
+    # committed "... at the train station" up to 24.0 s; the decode lays the replay over that audio
+    earlier = "go meet her wednesday at the train station".split()
+    new = words("today:23.2-23.3 at:23.3-23.7 the:23.7-23.9 train:23.9-24.0 station.:24.0-24.4")
+    assert supported_length(earlier, new, speech, transcribed_until=24.0) == 1
+    later = words("today:24.2-24.5 at:24.5-24.7 the:24.7-24.9 train:24.9-25.2 station.:25.2-25.6")
+    assert supported_length(earlier, later, speech, transcribed_until=24.0) == 5  # said again: kept
+
+
+def test_punctuation_is_no_repeat():
+    # "surpassed" "." committed, and the next decode starts with its own "." again
+    new = words(".:51.3-52.0 printing:52.5-52.8 then:52.8-53.4")
+    assert supported_length(["surpassed", "."], new, speech, transcribed_until=52.0) == 3
