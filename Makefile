@@ -1,7 +1,7 @@
 # make install  - .venv with torch (CPU), the package and its test extras, and the Debian packages
 # make demo     - install, then caption the bundled speech sample live
 # make test     - the test suite
-# make bench    - measure and rewrite BENCHMARKS.md (engine, Demucs, NeMo, evaluation matrix; about 45 min)
+# make bench    - measure and rewrite BENCHMARKS.md (engine, continuous speech, Demucs, NeMo, evaluation matrix; about 75 min)
 # make train-an4 - train the project's small streaming FastConformer-CTC on AN4 (CPU, ~40 min; needs ../shared)
 
 VENV   ?= .venv
@@ -40,6 +40,7 @@ test: install
 
 bench: install
 	BENCH_ENGINE_CMD="make bench" $(PY) bench/bench_engine.py --out BENCHMARKS.md
+	BENCH_CONTINUOUS_CMD="make bench" $(PY) bench/bench_continuous.py --out BENCHMARKS.md
 	BENCH_DEMUCS_CMD="make bench" $(PY) bench/bench_demucs.py --out BENCHMARKS.md
 	BENCH_NEMO_CMD="make bench" $(PY) bench/bench_nemo.py --out BENCHMARKS.md
 	$(PY) bench/bench_eval.py --out BENCHMARKS.md
