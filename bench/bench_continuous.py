@@ -227,22 +227,24 @@ def main(argv=None) -> int:
         lines.append(f"| RTF (`--pace fast`) | <= {TARGETS['rtf']} | {v:.2f} | {status(v <= TARGETS['rtf'])} "
                      f"| `{fast['cmd']}` |")
     lines += ["", "### Accuracy and speed (`--pace fast`, continuous.wav)", "",
-              "| model | chain | WER | subs / dels / ins | RTF | CPU s / audio s | command |",
-              "|---|---|---|---|---|---|---|"]
+              "| model | chain | WER | subs / dels / ins | RTF | CPU s / audio s | decodes / audio s | command |",
+              "|---|---|---|---|---|---|---|---|"]
     for model in MODELS:
         o, nv = rows[("offline", model)], rows[("naive", model)]
         lines.append(f"| {model} | offline reference, each clip whole | {fmt_pct(o['wer'])} | {o['sub']} / {o['del']} / "
-                     f"{o['ins']} | {o['rtf']:.2f} | | in `bench/bench_continuous.py` |")
+                     f"{o['ins']} | {o['rtf']:.2f} | | | in `bench/bench_continuous.py` |")
         lines.append(f"| {model} | naive re-decode every 1 s, no denoiser | {fmt_pct(nv['wer'])} | {nv['sub']} / "
-                     f"{nv['del']} / {nv['ins']} | {nv['rtf']:.2f} | | in `bench/bench_continuous.py` |")
+                     f"{nv['del']} / {nv['ins']} | {nv['rtf']:.2f} | | 1.00 | in `bench/bench_continuous.py` |")
         for den in DENOISERS:
             r = rows[("continuous", "fast", model, den)]
             if "summary" not in r:
-                lines.append(f"| {model} | {den} | failed: {r.get('error')} | | | | `{r['cmd']}` |")
+                lines.append(f"| {model} | {den} | failed: {r.get('error')} | | | | | `{r['cmd']}` |")
                 continue
             s = r["summary"]
+            rate = s.get("recognizer_counters", {}).get("decodes", 0) / s["audio_seconds"]
             lines.append(f"| {model} | streaming, denoiser {den} | {fmt_pct(r['wer'])} | {r['sub']} / {r['del']} / "
-                         f"{r['ins']} | {s['rtf']:.2f} | {s['cpu_seconds'] / s['audio_seconds']:.2f} | `{r['cmd']}` |")
+                         f"{r['ins']} | {s['rtf']:.2f} | {s['cpu_seconds'] / s['audio_seconds']:.2f} | {rate:.2f} "
+                         f"| `{r['cmd']}` |")
     lines += ["", "### Latency (`--pace realtime`, continuous_rt.wav)", "",
               "| model | chain | partial p50 | partial p95 | final p50 | final p95 | stage load | dropped frames "
               "| skipped partials | WER | command |", "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -58,8 +58,6 @@ NOISES = ("babble", "doing_the_dishes", "running_tap", "exercise_bike", "speechb
           "speechbrain_noise2", "speechbrain_noise3", "speechbrain_noise4", "speechbrain_noise5")
 BABBLE_TALKERS = 4
 TARGETS = {"rtf": 0.6, "final_p95": 1.5, "partial_p95": 0.8, "wer_clean": 0.08}
-QUOTE = ("a plain re-decode-every-second Whisper tiny.en loop measured here committed text 1.0–2.5 s "
-         "after it was spoken (6.6 s in babble) at RTF 0.56–0.79")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,16 +425,18 @@ def render(runs: list[Run], inputs: dict[str, Input], corpus: Corpus, info: dict
         L += ["", f"Why the WER target is missed: the same Whisper tiny.en run offline on each clip whole scores "
                   f"{pct(offline['wer'])} on the same clips (`{offline['shown']}`). The rest of the gap is what "
                   "streaming costs: words are committed from partial context (two agreeing decodes) and "
-                  "never revised, and each decode sees a 10 s window instead of 30 s. A larger Whisper "
-                  "model (`--model`) or the NeMo recogniser is the way below 8%."]
+                  "never revised, and each decode sees only the uncommitted audio and the last second of "
+                  "committed words. A larger Whisper model (`--model`) or the NeMo recogniser is the way "
+                  "below 8%."]
     rtf_v, part_v = s_f.get("rtf"), (s_r.get("latency_partial_s") or {}).get("p95")
     if (rtf_v is not None and rtf_v > TARGETS["rtf"]) or (part_v is not None and part_v > TARGETS["partial_p95"]):
         L += ["", "Why RTF or partial latency can miss: both hang on one setting, the recogniser's partial "
-                  "cadence (a decode of a 10 s Whisper window every 0.4 s of speech, about a quarter second "
-                  "each on one core). Decoding less often lowers RTF and raises partial latency, and the other "
-                  "way round. At 0.4 s both sit at their limits on this machine, so they land on either side "
-                  "of them from run to run. Compare the no-denoiser rows to see what DeepFilterNet adds."]
-    L += ["", f"For comparison, quoted from the issue (not measured by this benchmark): \"{QUOTE}\".", ""]
+                  "cadence (a decode of the buffer, the uncommitted audio plus a second of committed words, "
+                  "every 0.4 s of speech; most of a decode is the decoder writing its words token by token). "
+                  "Decoding less often lowers RTF and raises partial latency, and the other way round. Compare "
+                  "the no-denoiser rows to see what DeepFilterNet adds."]
+    L += ["", "The naive re-decode-every-second loop is measured beside the streaming recogniser, on "
+              "continuous speech, in the next section.", ""]
 
     # -- throughput
     L += ["### Throughput (`--pace fast`)", "",

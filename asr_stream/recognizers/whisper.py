@@ -283,8 +283,8 @@ class WhisperStreamingRecognizer:
         dec = self.decoder.decode(self._buf, self._buf_start / SAMPLE_RATE, list(self._prompt), anchor,
                                   new_audio_s=new_audio)
         words = dec.words
-        if not anchor and dec.no_speech_prob > 0.6 and dec.avg_logprob < -1.0:
-            words = []  # Whisper itself says this is not speech (faster-whisper's test)
+        if not anchor and dec.avg_logprob < -1.0 and (dec.no_speech_prob > 0.6 or dec.compression_ratio > 2.4):
+            words = []  # Whisper itself says this is not speech, or a loop (faster-whisper's tests)
         earlier = [w.text for w in (list(self._prompt) + anchor)[-PROMPT_WORDS:]]
         keep = supported_length(earlier, words, self._speech_prob, self._floor)
         self.ungrounded_words += len(words) - keep
