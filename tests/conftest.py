@@ -89,6 +89,20 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float, seed: int =
     return (speech + gain * noise).astype(np.float32)
 
 
+def stream(recognizer, audio: np.ndarray, step: int = 1600) -> list:
+    """Feed a recogniser `audio` in blocks of `step` samples from a fresh stream; all its hypotheses."""
+    recognizer.reset()
+    hyps = []
+    for i in range(0, len(audio), step):
+        recognizer.accept_waveform(audio[i : i + step])
+        hyps += recognizer.decode()
+    return hyps + recognizer.finish()
+
+
+def final_text(hyps) -> str:
+    return " ".join(h.text for h in hyps if h.final)
+
+
 def run_cli(*args: str, stdin: bytes | None = None, timeout: float = 300, env: dict | None = None):
     """Run `asr-stream` as a user would (a separate process; stdout is a pipe)."""
     full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from asr_stream.recognizers import create_recognizer
-from conftest import SHARED_SPEECH, load_16k, needs_shared, normalize
+from conftest import SHARED_SPEECH, final_text, load_16k, needs_shared, normalize, stream
 
 pytestmark = [needs_shared, pytest.mark.shared]
 
@@ -34,14 +34,8 @@ def _join(clips, seed=0):
     return np.concatenate(parts)
 
 
-def _stream(rec, audio, step=1600):
-    rec.reset()
-    hyps = []
-    for i in range(0, len(audio), step):
-        rec.accept_waveform(audio[i : i + step])
-        hyps += rec.decode()
-    hyps += rec.finish()
-    return " ".join(h.text for h in hyps if h.final)
+def _stream(rec, audio):
+    return final_text(stream(rec, audio))
 
 
 def _offline(rec, clips):

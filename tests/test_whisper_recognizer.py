@@ -7,7 +7,7 @@ from asr_stream.recognizers import create_recognizer
 from asr_stream.recognizers.whisper_grounding import key, repeated_run
 from asr_stream.stages import Recognizer
 from conftest import (SHARED_NOISE, SHARED_SPEECH, audioeval_clips, concat_with_gaps, demo_clip, load_16k, needs_shared,
-                      normalize, shared_tsv, wer)
+                      final_text, normalize, shared_tsv, stream, wer)
 
 
 def loops(words: list[str]) -> int:
@@ -21,33 +21,20 @@ def rec():
     return create_recognizer("whisper", live=False)
 
 
-def _run(rec, audio, step=1600):
-    rec.reset()
-    hyps = []
-    for i in range(0, len(audio), step):
-        rec.accept_waveform(audio[i : i + step])
-        hyps += rec.decode()
-    return hyps + rec.finish()
-
-
-def _final_text(hyps):
-    return " ".join(h.text for h in hyps if h.final)
-
-
 def test_is_a_recognizer_stage(rec):
     assert isinstance(rec, Recognizer)
 
 
 def test_shipped_clips_transcribe(rec):
     clips = audioeval_clips() + [demo_clip()]
-    hyps = [_final_text(_run(rec, concat_with_gaps([load_16k(w)]))) for w, _ in clips]
+    hyps = [final_text(stream(rec, concat_with_gaps([load_16k(w)]))) for w, _ in clips]
     assert wer([t for _, t in clips], hyps) < 0.12
 
 
 def test_streaming_contract_partials_stable_words_and_times(rec):
     wav, ref = demo_clip()
     audio = concat_with_gaps([load_16k(wav)])
-    hyps = _run(rec, audio)
+    hyps = stream(rec, audio)
     finals = [h for h in hyps if h.final]
     assert len(finals) == 1 and wer([ref], [finals[0].text]) < 0.1
     partials = [h for h in hyps if not h.final]
@@ -68,7 +55,7 @@ def test_streaming_contract_partials_stable_words_and_times(rec):
 
 def test_block_size_does_not_change_the_text(rec):
     audio = concat_with_gaps([load_16k(w) for w, _ in audioeval_clips()])
-    assert _final_text(_run(rec, audio, step=160)) == _final_text(_run(rec, audio, step=16000))
+    assert final_text(stream(rec, audio, step=160)) == final_text(stream(rec, audio, step=16000))
 
 
 def test_long_speech_without_pause_keeps_state_bounded(rec):
@@ -87,14 +74,14 @@ def test_long_speech_without_pause_keeps_state_bounded(rec):
     assert largest["buffer_samples"] <= rec.max_buffer + 16000
     assert largest["utterance_words"] <= 80  # utterances are closed at sentence ends past 15 s
     refs = [t for _, t in audioeval_clips() + [demo_clip()]] * 3
-    assert wer([" ".join(refs)], [_final_text(hyps)]) < 0.12
+    assert wer([" ".join(refs)], [final_text(hyps)]) < 0.12
 
 
 def test_silence_and_pure_noise_give_no_words(rec):
     rng = np.random.default_rng(0)
-    assert _final_text(_run(rec, np.zeros(16000 * 5, np.float32))) == ""
+    assert final_text(stream(rec, np.zeros(16000 * 5, np.float32))) == ""
     noise = (rng.standard_normal(16000 * 8) * 0.05).astype(np.float32)
-    assert len(_final_text(_run(rec, noise)).split()) <= 2
+    assert len(final_text(stream(rec, noise)).split()) <= 2
 
 
 def _deletions(ref: str, hyp: str) -> int:
@@ -109,7 +96,7 @@ def test_speech_said_twice_keeps_every_word(rec):
     lost = {}
     for wav, text in [demo_clip()] + audioeval_clips():
         clip = load_16k(wav)
-        hyp = _final_text(_run(rec, np.concatenate([gap, clip, gap, clip, gap])))
+        hyp = final_text(stream(rec, np.concatenate([gap, clip, gap, clip, gap])))
         lost[wav.name] = _deletions(f"{text} {text}", hyp)
     assert lost["LJ001-0001.wav"] == 0, lost
     assert sum(lost.values()) <= 1, lost
@@ -125,7 +112,7 @@ def test_a_phrase_repeated_in_the_next_sentence_is_kept(rec):
     other_wav, other_text = audioeval_clips()[0]
     gap = np.zeros(4000, np.float32)
     audio = np.concatenate([gap, clip, gap, phrase, gap, load_16k(other_wav), gap])
-    hyp = _final_text(_run(rec, audio))
+    hyp = final_text(stream(rec, audio))
     ref = f"{text} printing in the only sense {other_text}"
     assert _deletions(ref, hyp) <= 1, hyp
     assert wer([ref], [hyp]) < 0.1, hyp
@@ -134,7 +121,7 @@ def test_a_phrase_repeated_in_the_next_sentence_is_kept(rec):
 @needs_shared
 def test_ljspeech_wer(rec):
     rows = shared_tsv("ljspeech")[:12]
-    hyps = [_final_text(_run(rec, concat_with_gaps([load_16k(p)]))) for p, _ in rows]
+    hyps = [final_text(stream(rec, concat_with_gaps([load_16k(p)]))) for p, _ in rows]
     assert wer([t for _, t in rows], hyps) < 0.10
 
 
@@ -142,10 +129,10 @@ def test_ljspeech_wer(rec):
 def test_no_runaway_in_babble_and_noise(rec):
     """Real noise alone, and babble of four speakers: no long hallucinated runs."""
     noise = load_16k(SHARED_NOISE / "running_tap.wav")[: 16000 * 20]
-    assert len(_final_text(_run(rec, noise)).split()) <= 5
+    assert len(final_text(stream(rec, noise)).split()) <= 5
     talkers = sorted((SHARED_SPEECH / "librispeech_unlabeled").rglob("*.flac"))[:4]
     babble = sum(np.resize(load_16k(p), 16000 * 10) * 0.3 for p in talkers)
-    words = _final_text(_run(rec, babble.astype(np.float32))).split()
+    words = final_text(stream(rec, babble.astype(np.float32))).split()
     assert loops(words) == 0, words  # nothing repeated in a loop
 
 
@@ -165,4 +152,4 @@ def test_a_stream_that_falls_behind_decodes_less_often_and_loses_nothing():
     hyps += live.finish()
     assert live.skipped_partials >= len(audio) / 16000 / 0.4 * 0.5  # most partials were skipped
     assert most <= 3
-    assert wer([" ".join(t for _, t in clips)], [_final_text(hyps)]) < 0.12
+    assert wer([" ".join(t for _, t in clips)], [final_text(hyps)]) < 0.12
