@@ -67,6 +67,19 @@ def test_continuous_speech_matches_offline(rec, name, limit, factor):
     assert streamed <= factor * offline + 0.01, (streamed, offline)
 
 
+def test_read_passages_said_twice_lose_no_word(rec):
+    """Eight LJSpeech clips, each said twice with a pause of 0.1-0.3 s, back to back: the
+    repeats are real speech, and no word of either copy is lost."""
+    import jiwer
+
+    clips = _clips("ljspeech", 8)
+    audio = _join([c for c in clips for c in (c, c)], seed=1)
+    ref = " ".join(t for _, t in clips for _ in range(2))
+    out = jiwer.process_words(normalize(ref), normalize(_stream(rec, audio)))
+    assert out.deletions <= 1, out.deletions
+    assert out.wer < 0.06
+
+
 def test_ten_minute_stream_keeps_state_bounded(rec):
     """The LibriSpeech utterances back to back for ten minutes: what a step works on stays the same size."""
     files = sorted((SHARED_SPEECH / "librispeech_unlabeled").glob("*.flac"))

@@ -1,7 +1,7 @@
 """Repeated runs are judged by where Whisper's alignment puts them, not by their text."""
 
 from asr_stream.recognizers.whisper_decoder import AlignedWord
-from asr_stream.recognizers.whisper_grounding import repeated_run, supported_length
+from asr_stream.recognizers.whisper_grounding import repeated_run, supported_words
 
 
 def words(spec):
@@ -12,6 +12,12 @@ def words(spec):
         a, b = span.split("-")
         out.append(AlignedWord(text, float(a), float(b), 0.9))
     return out
+
+
+def kept(earlier, new, speech_prob, transcribed_until=0.0) -> int:
+    """How many words are kept, checking they are the first ones (nothing reordered)."""
+    out = supported_words(earlier, new, speech_prob, transcribed_until)
+    return len(out) if out == list(new[: len(out)]) else -1
 
 
 def speech(start, end):
@@ -33,16 +39,16 @@ def test_repeated_runs_are_found():
 
 def test_real_repeated_speech_is_kept():
     new = words("thank:1.0-1.3 you:1.3-1.6 thank:1.9-2.2 you:2.2-2.5")
-    assert supported_length([], new, speech) == 4
+    assert kept([], new, speech) == 4
     said_twice = words("printing:5.0-5.4 in:5.4-5.5 the:5.5-5.6 only:5.6-5.9 sense:5.9-6.3")
-    assert supported_length("printing in the only sense".split(), said_twice, speech) == 5
+    assert kept("printing in the only sense".split(), said_twice, speech) == 5
 
 
 def test_collapsed_loop_is_cut():
     # Whisper's loop: the repeated words all aligned to one instant at the end of the audio
     new = words("the:1.0-1.2 only:1.2-1.5 sense.:1.5-1.5 the:1.5-1.5 only:1.5-1.5 sense:1.5-1.9")
-    assert supported_length([], new, speech) == 3
-    assert supported_length([], words("quick:0.5-0.8 quick:0.8-0.8 quick:0.8-0.8"), speech) == 1
+    assert kept([], new, speech) == 3
+    assert kept([], words("quick:0.5-0.8 quick:0.8-0.8 quick:0.8-0.8"), speech) == 1
 
 
 def test_real_words_before_a_loop_are_kept():
@@ -50,31 +56,41 @@ def test_real_words_before_a_loop_are_kept():
     earlier = "jumps over the lazy dog the quick brown fox".split()
     new = words("jumps:4.5-4.9 over:4.9-5.1 the:5.1-5.3 lazy:5.3-5.5 dog.:5.5-5.8 "
                 "the:5.8-5.8 quick:5.8-5.8 brown:5.8-5.8 fox:5.8-5.8")
-    assert supported_length(earlier, new, speech) == 5
+    assert kept(earlier, new, speech) == 5
 
 
 def test_repeat_over_silence_is_cut():
     new = words("thank:1.0-1.3 you:1.3-1.6 thank:1.9-2.2 you:2.2-2.5")
-    assert supported_length([], new, lambda a, b: 0.9 if b <= 1.7 else 0.05) == 2
-    assert supported_length([], new, silence) == 2  # the first "thank you" is no repeat: not judged here
+    assert kept([], new, lambda a, b: 0.9 if b <= 1.7 else 0.05) == 2
+    assert kept([], new, silence) == 2  # the first "thank you" is no repeat: not judged here
 
 
 def test_a_loop_that_starts_partway_is_found_and_cut():
     assert repeated_run("please call stammer please call".split(), 3) == 2
     new = words("call:1.2-1.5 stammer.:1.5-2.0 please:2.0-2.0 call:2.0-2.0")
-    assert supported_length(["please"], new, speech) == 2
+    assert kept(["please"], new, speech) == 2
 
 
 def test_a_replay_over_audio_already_transcribed_is_cut():
     # committed "... at the train station" up to 24.0 s; the decode lays the replay over that audio
     earlier = "go meet her wednesday at the train station".split()
     new = words("today:23.2-23.3 at:23.3-23.7 the:23.7-23.9 train:23.9-24.0 station.:24.0-24.4")
-    assert supported_length(earlier, new, speech, transcribed_until=24.0) == 1
+    assert kept(earlier, new, speech, transcribed_until=24.0) == 1
     later = words("today:24.2-24.5 at:24.5-24.7 the:24.7-24.9 train:24.9-25.2 station.:25.2-25.6")
-    assert supported_length(earlier, later, speech, transcribed_until=24.0) == 5  # said again: kept
+    assert kept(earlier, later, speech, transcribed_until=24.0) == 5  # said again: kept
 
 
 def test_punctuation_is_no_repeat():
     # "surpassed" "." committed, and the next decode starts with its own "." again
     new = words(".:51.3-52.0 printing:52.5-52.8 then:52.8-53.4")
-    assert supported_length(["surpassed", "."], new, speech, transcribed_until=52.0) == 3
+    assert kept(["surpassed", "."], new, speech, transcribed_until=52.0) == 3
+
+
+def test_real_speech_after_a_dropped_replay_is_kept():
+    # forced to continue from a wrong "may", the decoder replays "be considered" onto no audio,
+    # then goes on with the real words: those stay
+    earlier = "may justly be considered may".split()
+    new = words("be:33.7-33.7 considered:33.7-33.7 as:33.7-33.9 the:33.9-34.2 invention:34.2-34.6 "
+                "of:34.6-34.8 printing:34.8-35.3")
+    out = supported_words(earlier, new, speech, transcribed_until=33.1)
+    assert [w.text for w in out] == "as the invention of printing".split()

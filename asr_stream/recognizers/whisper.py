@@ -32,7 +32,7 @@ from asr_stream import SAMPLE_RATE
 from asr_stream.errors import UserError
 from asr_stream.recognizers import whisper_models
 from asr_stream.recognizers.whisper_decoder import SENTENCE_END, AlignedWord, WhisperDecoder
-from asr_stream.recognizers.whisper_grounding import key, supported_length
+from asr_stream.recognizers.whisper_grounding import key, supported_words
 from asr_stream.stages import Hypothesis, Word
 from asr_stream.vad import CHUNK, SpeechDetector
 
@@ -286,9 +286,9 @@ class WhisperStreamingRecognizer:
         if not anchor and dec.avg_logprob < -1.0 and (dec.no_speech_prob > 0.6 or dec.compression_ratio > 2.4):
             words = []  # Whisper itself says this is not speech, or a loop (faster-whisper's tests)
         earlier = [w.text for w in (list(self._prompt) + anchor)[-PROMPT_WORDS:]]
-        keep = supported_length(earlier, words, self._speech_prob, self._floor)
-        self.ungrounded_words += len(words) - keep
-        words = words[:keep]
+        supported = supported_words(earlier, words, self._speech_prob, self._floor)
+        self.ungrounded_words += len(words) - len(supported)
+        words = supported
         floor, out = self._floor, []
         for w in words:  # separate decodes align slightly differently: keep times monotonic
             start = max(w.start, floor)

@@ -4,8 +4,9 @@ Whisper on a short buffer sometimes keeps writing after the speech it heard: it 
 of words, or replays what it wrote earlier. Text alone cannot tell that from a speaker who
 really says a phrase twice ("thank you, thank you"), so a repeated run is judged by where it
 lies in the audio: a run that Whisper's own word alignment spreads over new speech is speech;
-one whose words collapse onto a single instant (the decoder had no audio left to attend to)
-or lie where the voice detector hears no speech is not, and the decode is cut there.
+one whose words collapse onto a single instant (the decoder had no audio left to attend to),
+lie over audio already transcribed, or lie where the voice detector hears no speech is not,
+and is dropped.
 """
 
 from __future__ import annotations
@@ -73,16 +74,21 @@ def grounded_length(run: Sequence[AlignedWord], speech_prob: Callable[[float, fl
     return m if speech_prob(head[0].start, head[-1].end) >= SPEECH_PROB else 0
 
 
-def supported_length(earlier: Sequence[str], new: Sequence[AlignedWord],
-                     speech_prob: Callable[[float, float], float], transcribed_until: float = 0.0) -> int:
-    """How many of `new` (the words a decode added after `earlier`) the audio supports: the
-    decode is cut where a repeated run stops being grounded in the audio."""
+def supported_words(earlier: Sequence[str], new: Sequence[AlignedWord],
+                    speech_prob: Callable[[float, float], float], transcribed_until: float = 0.0) -> list[AlignedWord]:
+    """The words of `new` (what a decode added after `earlier`) that the audio supports: each
+    repeated run is kept as far as it is grounded in the audio, and the rest of it is dropped.
+    The words after a dropped run are judged on their own: a decoder forced to continue from a
+    wrong word often replays a few words onto no audio and then goes on with the real speech."""
     keys = [key(w) for w in earlier] + [key(w.text) for w in new]
-    base = len(earlier)
-    for i in range(len(new)):
+    base, kept, i = len(earlier), [], 0
+    while i < len(new):
         n = repeated_run(keys, base + i)
-        if n:
-            m = grounded_length(new[i : i + n], speech_prob, transcribed_until)
-            if m < n:
-                return i + m
-    return len(new)
+        m = grounded_length(new[i : i + n], speech_prob, transcribed_until) if n else 0
+        if n and m < n:
+            kept += new[i : i + m]
+            i += n
+        else:
+            kept.append(new[i])
+            i += 1
+    return kept
