@@ -76,10 +76,11 @@ def grounded_length(run: Sequence[AlignedWord], speech_prob: Callable[[float, fl
 
 def supported_words(earlier: Sequence[str], new: Sequence[AlignedWord],
                     speech_prob: Callable[[float, float], float], transcribed_until: float = 0.0) -> list[AlignedWord]:
-    """The words of `new` (what a decode added after `earlier`) that the audio supports: each
-    repeated run is kept as far as it is grounded in the audio, and the rest of it is dropped.
-    The words after a dropped run are judged on their own: a decoder forced to continue from a
-    wrong word often replays a few words onto no audio and then goes on with the real speech."""
+    """The words of `new` (what a decode added after `earlier`) that the audio supports. A
+    repeated run is kept as far as it is grounded in the audio; after an unsupported run the
+    decode is cut (a decoder stuck in a loop writes nothing reliable after it), except for a run
+    the decode starts with: forced to continue from a wrong committed word, Whisper often replays
+    a few words onto no audio and then goes on with the real speech, which is judged on its own."""
     keys = [key(w) for w in earlier] + [key(w.text) for w in new]
     base, kept, i = len(earlier), [], 0
     while i < len(new):
@@ -87,6 +88,8 @@ def supported_words(earlier: Sequence[str], new: Sequence[AlignedWord],
         m = grounded_length(new[i : i + n], speech_prob, transcribed_until) if n else 0
         if n and m < n:
             kept += new[i : i + m]
+            if kept:
+                return kept
             i += n
         else:
             kept.append(new[i])
