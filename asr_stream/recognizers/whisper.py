@@ -118,7 +118,8 @@ class WhisperStreamingRecognizer:
     def finish(self) -> list[Hypothesis]:
         out = self.decode()
         if len(self._unscored):
-            out += self._step(np.pad(self._unscored, (0, CHUNK - len(self._unscored))), skip_partial=True)
+            # the stream's last, padded chunk: the final decode follows, so no partial is due (nor skipped)
+            out += self._step(np.pad(self._unscored, (0, CHUNK - len(self._unscored))), skip_partial=None)
             self._unscored = np.zeros(0, np.float32)
         if self._in_utt:
             out += self._final()
@@ -131,7 +132,7 @@ class WhisperStreamingRecognizer:
                 "prompt_words": len(self._prompt), "vad_probs": len(self._probs)}
 
     # -- one VAD chunk ----------------------------------------------------------------
-    def _step(self, chunk: np.ndarray, skip_partial: bool) -> list[Hypothesis]:
+    def _step(self, chunk: np.ndarray, skip_partial: bool | None) -> list[Hypothesis]:
         events = self.detector.feed(chunk)
         self._probs.append((self._pos, self.detector.last_prob))
         recent_start = self._pos - len(self._recent)
@@ -151,7 +152,7 @@ class WhisperStreamingRecognizer:
             self._last_partial = self._pos
             if skip_partial:
                 self.skipped_partials += 1
-            else:
+            elif skip_partial is not None:
                 return self._partial()
         return []
 
