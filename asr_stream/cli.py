@@ -132,8 +132,10 @@ class _OneLineErrors(argparse.ArgumentParser):
 def build_denoise_parser() -> argparse.ArgumentParser:
     p = _OneLineErrors(
         prog="asr-stream denoise",
-        description="Denoise an audio file into another audio file with one of the chain's denoisers, run "
-                    "exactly as in the live chain (16 kHz, hop by hop), in bounded memory however long the file.",
+        description="Denoise an audio file into another audio file with one of the chain's denoisers (16 kHz, "
+                    "hop by hop, in bounded memory however long the file). By default for the best quality: "
+                    "Demucs normalises by the whole file's level, measured in a first pass, and gives the "
+                    "reference implementation's offline output. --live gives what the live chain hears.",
         epilog="The output is always mono: 16 kHz, or the input's rate with --keep-rate. Its format follows "
                "OUT's extension (.wav as 32-bit float, .flac, .ogg, ...). A progress bar shows on a terminal "
                "for files longer than 10 s.")
@@ -153,6 +155,8 @@ def build_denoise_parser() -> argparse.ArgumentParser:
     p.add_argument("--denoise-int8", action="store_true", default=None,
                    help="Demucs: int8 weights for the deep layers and the LSTM (faster, slightly less exact)")
     p.add_argument("--atten-lim-db", type=float, help="DeepFilterNet attenuation limit in dB (default 20)")
+    p.add_argument("--live", action="store_true",
+                   help="the live chain's output instead: one pass, Demucs with a running level estimate")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line on stderr")
     return p
@@ -166,7 +170,8 @@ def run_denoise(argv: list[str]) -> int:
                    denoise_int8=args.denoise_int8, atten_lim_db=args.atten_lim_db)
     try:
         summary = denoise_file(args.input, args.output, denoiser=args.denoiser, keep_rate=args.keep_rate,
-                               options=options, progress=False if args.quiet else None, threads=args.threads)
+                               options=options, progress=False if args.quiet else None, threads=args.threads,
+                               live=args.live)
     except KeyboardInterrupt:  # nothing half-written is left behind
         print(f"asr-stream: interrupted; {args.output} was not written", file=sys.stderr)
         return 130

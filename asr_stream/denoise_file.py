@@ -1,9 +1,12 @@
 """`asr-stream denoise IN -o OUT`: run a denoiser stage over a whole file, file to file.
 
-The file goes through exactly what the live chain does: read in blocks, mixed to mono,
-resampled to 16 kHz block by block, fed to the denoiser one hop at a time, flushed at the end.
-Only a block of input (plus what the denoiser and the resamplers keep) is ever in memory, so
-hours-long recordings are fine. The output is aligned with the input and exactly as long: at
+The file is read in blocks, mixed to mono, resampled to 16 kHz block by block, fed to the
+denoiser one hop at a time and flushed at the end, as in the live chain. A file is all there
+at once, though, so by default a denoiser that can use that does: Demucs normalises by the
+whole file's standard deviation (measured in a first pass) and waits for its full look-ahead,
+which makes the output the reference implementation's offline output. `live=True` gives
+the live chain's output instead (a running scale). Only a block of input (plus what the
+denoiser and the resamplers keep) is ever in memory, so hours-long recordings are fine. The output is aligned with the input and exactly as long: at
 16 kHz by default, or resampled back to the input's rate with `keep_rate` (always mono).
 
 The result is written to a hidden temporary file beside OUT and renamed over OUT at the end,
@@ -115,13 +118,53 @@ class _CappedWriter:
             self.written += len(tail)
 
 
+class _RunningStd:
+    """Standard deviation of a long signal block by block (float64 sums, as torch's unbiased std)."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def update(self, x: np.ndarray) -> None:
+        if not len(x):
+            return
+        x = x.astype(np.float64)
+        n, mean = len(x), float(x.mean())
+        m2 = float(((x - mean) ** 2).sum())
+        total = self.n + n
+        delta = mean - self.mean
+        self.m2 += m2 + delta * delta * self.n * n / total
+        self.mean += delta * n / total
+        self.n = total
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else 0.0
+
+
+def _mono_16k_blocks(in_path: Path, rate: int, on_block=None):
+    """The file as 16 kHz mono float32, block by block (the resampler's tail last)."""
+    to16 = StreamingResampler(rate, SAMPLE_RATE)
+    try:
+        with sf.SoundFile(str(in_path)) as f:
+            for block in f.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
+                mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+                mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
+                if on_block is not None:
+                    on_block(len(block))
+                yield to16.process(mono)
+    except sf.LibsndfileError as exc:
+        raise UserError(f"corrupt audio file: {in_path} ({exc})") from None
+    yield to16.flush()
+
+
 def denoise_file(in_path: str | Path, out_path: str | Path, denoiser: str = "dns48", keep_rate: bool = False,
-                 options: dict | None = None, progress: bool | None = None, threads: int | None = None) -> dict:
+                 options: dict | None = None, progress: bool | None = None, threads: int | None = None,
+                 live: bool = False) -> dict:
     """Denoise the audio file `in_path` (any rate, channels and format soundfile reads) into
     `out_path` (format from its extension), mono, at 16 kHz or, with `keep_rate`, at the
     input's rate. `denoiser` is any spec `create_denoiser` takes and `options` its options
     (dry, denoise_hop, denoise_exact, denoise_int8, atten_lim_db). `threads` sets torch's
-    intra-op threads. Returns a summary: audio seconds, wall and CPU seconds, RTF (wall time
+    intra-op threads. `live` gives the live chain's output (no whole-file pass). Returns a summary: audio seconds, wall and CPU seconds, RTF (wall time
     over audio time), rates, the denoiser, the output path."""
     from asr_stream.denoisers import create_denoiser
     from asr_stream.sources import FileSource
@@ -155,8 +198,14 @@ def denoise_file(in_path: str | Path, out_path: str | Path, denoiser: str = "dns
             stage.reset()
             t0, c0 = time.monotonic(), time.process_time()  # RTF counts the processing, not the loading
             load_seconds = t0 - t_load
+            whole_file = not live and getattr(stage, "normalizes", False) and hasattr(stage, "fix_scale")
+            if whole_file:  # first pass: the std the offline pass divides by
+                spread = _RunningStd()
+                for x16 in _mono_16k_blocks(in_path, rate):
+                    spread.update(x16)
+                stage.fix_scale(spread.std)
+                stage.reset()
             hop = stage.hop_size
-            to16 = StreamingResampler(rate, SAMPLE_RATE)
             back = StreamingResampler(SAMPLE_RATE, rate) if keep_rate else None
             writer = _CappedWriter(out)
             read = fed = denoised = 0  # input frames read, 16 kHz samples fed to and taken from the stage
@@ -183,22 +232,19 @@ def denoise_file(in_path: str | Path, out_path: str | Path, denoiser: str = "dns
             if bar is not None:
                 bar.start()
                 task = bar.add_task(f"denoising {in_path.name}", total=frames)
+            def on_block(frames_read: int) -> None:
+                nonlocal read
+                read += frames_read
+                if task is not None:
+                    bar.advance(task, frames_read)
+
             pending = np.zeros(0, np.float32)
-            try:
-                with sf.SoundFile(str(in_path)) as f:
-                    for block in f.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
-                        read += len(block)
-                        mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
-                        mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
-                        pending = np.concatenate([pending, to16.process(mono)])
-                        n = len(pending) // hop * hop
-                        feed(pending[:n])
-                        pending = pending[n:]
-                        if task is not None:
-                            bar.advance(task, len(block))
-            except sf.LibsndfileError as exc:
-                raise UserError(f"corrupt audio file: {in_path} ({exc})") from None
-            feed(np.concatenate([pending, to16.flush()]))
+            for x16 in _mono_16k_blocks(in_path, rate, on_block):
+                pending = np.concatenate([pending, x16])
+                n = len(pending) // hop * hop
+                feed(pending[:n])
+                pending = pending[n:]
+            feed(pending)
             emit(stage.flush())
             if back is not None:
                 writer.write(back.flush())
@@ -215,6 +261,7 @@ def denoise_file(in_path: str | Path, out_path: str | Path, denoiser: str = "dns
         "input": str(in_path),
         "output": str(out_path),
         "denoiser": getattr(stage, "name", denoiser),
+        "whole_file_scale": bool(whole_file),
         "audio_seconds": round(seconds, 3),
         "input_rate": rate,
         "input_channels": source.channels,

@@ -605,10 +605,29 @@ class DemucsDenoiser:
                             f"({1000 * step / SAMPLE_RATE:g} ms), got {hop}")
         self.name = name
         self.hop_size = hop
+        self._model, self._dry, self._int8 = model, dry, int8
         if int8:
             self.streamer.quantize()
         # a sample may wait for a whole hop before its frame can run
-        self.latency_s = (self.streamer.latency_samples + hop - step) / SAMPLE_RATE
+        self.latency_s = (self.streamer.latency_samples + hop - self.total_stride) / SAMPLE_RATE
+
+    @property
+    def total_stride(self) -> int:
+        return self._model.total_stride
+
+    @property
+    def normalizes(self) -> bool:
+        """Whether the model divides its input by the input's std (most checkpoints do)."""
+        return bool(self._model.normalize)
+
+    def fix_scale(self, std: float) -> None:
+        """Denoise a whole file as the offline pass does: divide by that file's `std` (measured
+        beforehand) instead of a running estimate, and wait for the full look-ahead. The output
+        then equals the reference implementation's offline output, still hop by hop."""
+        self.streamer = DemucsStreamer(self._model, dry=self._dry, lookahead=None, scale=float(std))
+        if self._int8:
+            self.streamer.quantize()
+        self.latency_s = (self.streamer.latency_samples + self.hop_size - self.total_stride) / SAMPLE_RATE
 
     def process(self, hop: np.ndarray) -> np.ndarray:
         return self.streamer.feed(torch.from_numpy(np.ascontiguousarray(hop, np.float32))[None])[0].numpy()
