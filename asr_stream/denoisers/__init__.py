@@ -1,4 +1,4 @@
-"""Denoisers by name: `none`, `deepfilternet`, Demucs (`dns48`, `dns64`, `master64`, a `.th`
+"""Denoisers by name: `none`, `deepfilternet`, `gtcrn`, `rnnoise`, Demucs (`dns48`, `dns64`, `master64`, a `.th`
 file, a `.th` in checkpoints/ by name, or `demucs` for the one there), or
 `package.module:factory` for your own."""
 
@@ -27,6 +27,14 @@ def create_denoiser(spec: str, **options) -> Denoiser:
 
         # its C runtime is CPU-only: with --device cuda it stays on the CPU and the recogniser moves
         return DeepFilterNetDenoiser(atten_lim_db=options.get("atten_lim_db", 20.0))
+    if spec == "gtcrn":
+        from asr_stream.denoisers.gtcrn import GTCRNDenoiser
+
+        return GTCRNDenoiser(threads=options.get("threads", 1))
+    if spec == "rnnoise":
+        from asr_stream.denoisers.rnnoise import RNNoiseDenoiser
+
+        return RNNoiseDenoiser()
     if ":" in spec:
         return load_factory(spec, "denoiser")(**options)
     if spec in DEMUCS_NAMES or spec.endswith(".th") or (CHECKPOINTS / f"{spec}.th").is_file():
@@ -37,5 +45,5 @@ def create_denoiser(spec: str, **options) -> Denoiser:
                               hop=options.get("denoise_hop"), dry=options.get("dry", 0.0),
                               exact=options.get("denoise_exact", False),
                               int8=options.get("denoise_int8", False))
-    raise UserError(f"unknown denoiser '{spec}' (use none, deepfilternet, dns48, dns64, master64, "
+    raise UserError(f"unknown denoiser '{spec}' (use none, deepfilternet, gtcrn, rnnoise, dns48, dns64, master64, "
                     f"a .th checkpoint, or module:factory)")
