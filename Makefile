@@ -2,6 +2,7 @@
 # make demo     - install, then caption the bundled speech sample live
 # make test     - the test suite
 # make bench    - measure and rewrite BENCHMARKS.md (engine, continuous speech, Demucs, NeMo, evaluation matrix; about 75 min)
+# make calibrate-gate - measure the denoiser gate's SNR map and mix curves (~40 min; needs ../shared)
 # make train-an4 - train the project's small streaming FastConformer-CTC on AN4 (CPU, ~40 min; needs ../shared)
 
 VENV   ?= .venv
@@ -11,7 +12,7 @@ APT_PACKAGES := libportaudio2 portaudio19-dev libsndfile1 pulseaudio pulseaudio-
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP  := $(VENV)/.installed
 
-.PHONY: install apt demo test bench clean train-an4
+.PHONY: install apt demo test bench clean train-an4 calibrate-gate
 
 install: $(STAMP)
 
@@ -47,6 +48,7 @@ bench: install
 	BENCH_DEMUCS_CMD="make bench" $(PY) bench/bench_demucs.py --out BENCHMARKS.md
 	BENCH_NEMO_CMD="make bench" $(PY) bench/bench_nemo.py --out BENCHMARKS.md
 	$(PY) bench/bench_eval.py --out BENCHMARKS.md
+	BENCH_GATE_CMD="make bench" $(PY) bench/bench_gate.py --out BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
@@ -54,3 +56,6 @@ clean:
 AN4_ARGS ?= --max-epochs 45 --batch-size 16 --threads 2
 train-an4: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) recipes/an4/train_an4.py $(AN4_ARGS)
+
+calibrate-gate: install
+	$(PY) recipes/gate/calibrate.py

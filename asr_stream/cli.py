@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     chain.add_argument("--denoiser", help="none | deepfilternet | gtcrn | rnnoise | dns48 | dns64 | master64 | FILE.th | NAME "
                        "(checkpoints/NAME.th) | demucs (the .th in checkpoints/) | module:factory "
                        "(default deepfilternet)")
+    chain.add_argument("--no-gate", dest="gate", action="store_false", default=None,
+                       help="hear the denoiser's output as it is, instead of mixing it with the input by "
+                            "estimated SNR (bypassed on clean speech; see README)")
     chain.add_argument("--atten-lim-db", type=float, help="DeepFilterNet attenuation limit in dB (default 20)")
     chain.add_argument("--dry", type=float, help="Demucs: share of the noisy input mixed back, 0..1 (default 0)")
     chain.add_argument("--denoise-hop", type=int,

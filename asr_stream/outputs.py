@@ -36,13 +36,15 @@ class CaptionWriter:
         if self.kind == ".vtt":
             self._f.write("WEBVTT\n\n")
 
-    def write(self, hyp: Hypothesis) -> None:
+    def write(self, hyp: Hypothesis, extra: dict | None = None) -> None:
+        """One final; `extra` adds fields to its JSONL record (the other formats have no room)."""
         if not hyp.final or not hyp.words:
             return
         self._n += 1
         if self.kind == ".jsonl":
             record = {"start": hyp.start, "end": hyp.end, "text": hyp.text,
-                      "words": [{"text": w.text, "start": w.start, "end": w.end} for w in hyp.words]}
+                      "words": [{"text": w.text, "start": w.start, "end": w.end} for w in hyp.words],
+                      **(extra or {})}
             self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
         elif self.kind == ".srt":
             self._f.write(f"{self._n}\n{_stamp(hyp.start, ',')} --> {_stamp(hyp.end, ',')}\n{hyp.text}\n\n")

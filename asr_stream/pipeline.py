@@ -29,6 +29,7 @@ class Settings:
     input_device: str | None = None
     max_seconds: float | None = None  # stop after this many seconds of audio
     denoiser: str = "deepfilternet"
+    gate: bool = True  # mix the denoised audio with the input by estimated SNR (denoisers/gate.py)
     atten_lim_db: float = 20.0
     dry: float = 0.0  # Demucs: share of the input mixed back (out = dry*x + (1-dry)*denoised)
     denoise_hop: int | None = None  # Demucs: samples per step (default: one deep frame, 16 ms)
@@ -78,7 +79,12 @@ def build_stages(s: Settings):
                    denoise_exact=s.denoise_exact, denoise_int8=s.denoise_int8,
                    lookahead_ms=s.lookahead_ms, streaming=s.streaming, runtime=s.runtime, chunk_s=s.chunk_s,
                    left_s=s.left_s, right_s=s.right_s, live=live, **s.extra)
-    return create_denoiser(s.denoiser, **options), create_recognizer(s.asr, **options)
+    denoiser = create_denoiser(s.denoiser, **options)
+    if s.gate and denoiser.name != "none":
+        from asr_stream.denoisers.gate import GatedDenoiser
+
+        denoiser = GatedDenoiser(denoiser)
+    return denoiser, create_recognizer(s.asr, **options)
 
 
 def build_chain(s: Settings, source=None, stages=None, keep_denoised: bool = False) -> Chain:
@@ -104,6 +110,11 @@ def run(s: Settings, captions: Captions | None = None, writer: CaptionWriter | N
         interrupts += 1
         chain.stop_input() if interrupts == 1 else chain.abort()
 
+    decisions = getattr(chain.denoiser, "decisions_between", None)
+
+    def annotate(hyp: Hypothesis) -> dict | None:  # what the denoiser gate did to this caption's audio
+        return {"denoiser_gate": decisions(hyp.start, hyp.end)} if decisions else None
+
     old = {}
     if handle_signals and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -120,7 +131,7 @@ def run(s: Settings, captions: Captions | None = None, writer: CaptionWriter | N
             if hyp.final:
                 finals.append(hyp)
                 if writer is not None:
-                    writer.write(hyp)
+                    writer.write(hyp, annotate(hyp))
         wall = (chain.finished_at or time.monotonic()) - t0
     finally:
         chain.abort()

@@ -87,6 +87,9 @@ def summarize(chain, latency: LatencyTracker, wall_seconds: float, pace: str) ->
                                                           "unrecognized_seconds") if hasattr(chain.recognizer, k)}
     if counters:  # what the recogniser's streaming policy did (see its module)
         summary["recognizer_counters"] = {k: round(v, 3) for k, v in counters.items()}
+    gate = getattr(chain.denoiser, "gate_counters", None)
+    if gate is not None:  # how much of the denoiser the recogniser heard, and the SNR it was chosen from
+        summary["denoiser_gate"] = gate()
     overflows = getattr(chain.source, "overflows", None)
     if overflows is not None:
         summary["input_overflows"] = int(overflows)

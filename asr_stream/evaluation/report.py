@@ -59,6 +59,17 @@ def markdown(rows: list[dict], plots: dict[str, str] | None = None, heading: str
                      f"| {_ms(lf['p50'])} / {_ms(lf['p95'])} / {_ms(lf['max'])} | {r['missed_words']} "
                      f"| {_f(r['rtf_stages']['denoiser'])} | {_f(r['rtf_stages']['recognizer'])} "
                      f"| {r['cpu_seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['dropped_frames']} |")
+    if any(r.get("gate") for r in rows):
+        L += ["", f"{heading} What the denoiser gate chose", "",
+              "Mix = share of the denoised audio in what the recogniser heard (0 = the input as it was), "
+              "averaged over time; bypassed = share of the audio with the denoiser bypassed; SNR = the "
+              "gate's own estimate, averaged over its readings.", "",
+              "| chain | condition | mean mix | bypassed | estimated SNR dB |", "|---|---|---|---|---|"]
+        for ch in chains:
+            for c in conditions:
+                g = (by.get((ch, c)) or {}).get("gate")
+                if g:
+                    L.append(f"| {ch} | {c} | {g['mix']:.2f} | {100 * g['bypassed']:.0f} % | {_f(g['snr_db'], 1)} |")
     if any(r.get("pesq") is not None or r.get("dnsmos") for r in rows):
         L += ["", f"{heading} What the recogniser heard: enhancement quality", "",
               "PESQ-WB and STOI against the clean speech (the clean recording, or the utterance before "

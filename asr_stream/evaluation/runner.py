@@ -188,6 +188,14 @@ def summarize(clips: list[dict], language: str = "en") -> list[dict]:
                "cpu_seconds": sum(c["cpu_seconds"] for c in group),
                "peak_rss_mb": max(c["summary"]["peak_rss_mb"] for c in group),
                "dropped_frames": sum(c["summary"]["dropped_frames"] for c in group)}
+        gated = [c for c in group if c["summary"].get("denoiser_gate", {}).get("mean_mix") is not None]
+        if gated:  # what the denoiser gate chose: mean mix, share of audio bypassed, mean SNR estimate
+            secs = sum(c["summary"]["audio_seconds"] for c in gated)
+            gates = [(c["summary"]["denoiser_gate"], c["summary"]["audio_seconds"]) for c in gated]
+            snrs = [g["mean_snr_db"] for g, _ in gates if g.get("mean_snr_db") is not None]
+            row["gate"] = {"mix": sum(g["mean_mix"] * a for g, a in gates) / secs,
+                           "bypassed": sum(g["bypassed_share"] * a for g, a in gates) / secs,
+                           "snr_db": float(np.mean(snrs)) if snrs else None}
         for key in ("pesq", "stoi"):
             values = [c["quality"][key] for c in group if c.get("quality", {}).get(key) is not None]
             row[key] = float(np.mean(values)) if values else None

@@ -1,0 +1,140 @@
+"""How noisy a stream is right now, from what its denoiser took out.
+
+The denoiser's output `e` tells where the speech is and the input minus it, `x - e`, what the
+noise is. Over the last 1.5 s: noise power N = mean power of `x - e`; the frames where `e` is
+loudest (its upper half) carry the speech, so the speech power is the input's power there
+minus N. The window holds speech when `e`'s loud frames stand well above its quiet ones (a
+pause has no such contrast); otherwise there is no reading and the gate holds. It costs a few
+sums per hop, works with any denoiser, and needs no model of its own.
+
+A denoiser leaves part of the noise in `e`, so the raw ratio reads high in heavy noise; a
+per-denoiser map fitted on mixtures at known SNRs (`calibration`) turns it into dB of mixing
+SNR. When a denoiser cannot tell the noise from speech at all (babble), the noise stays in `e`
+and the reading stays high: the gate then leaves the audio alone, which is also what helps
+recognition there.
+
+Whether the noise is speech-like (babble) is read the same way: Silero VAD, run on what the
+denoiser took out, scores speech there in babble and not in other noise (0.2 ms per 32 ms).
+
+The first 0.3 s are left out (denoisers pass or mute their first frames while they settle), and
+the first reading waits for half a second more.
+Memory is a fixed ring of 10 ms frame powers, however long the stream.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+FRAME = 160  # 10 ms at 16 kHz
+VAD_CHUNK = 512  # Silero's 32 ms chunk
+MIN_FRAMES = 50  # half a second before the first reading: shorter spans read speech onsets as noise
+SILENCE_DBFS = -70.0  # residual quieter than this: no noise to speak of
+
+
+@dataclass(frozen=True)
+class NoiseReading:
+    snr_db: float | None  # None: no speech in the window, so no SNR to read; inf: no noise at all
+    noise_dbfs: float  # power of the estimated noise over the window, dB full scale
+    speech_like: float | None = None  # mean VAD probability of the noise over the window (babble: high)
+
+
+# raw reading -> mixing SNR, per denoiser: (raw, snr) points, fitted on calibration mixtures
+IDENTITY = ((0.0, 0.0), (1.0, 1.0))
+
+
+class NoiseEstimator:
+    """Rolling SNR estimate over the last `window_s` seconds of (input, denoised) pairs."""
+
+    def __init__(self, window_s: float = 1.5, calibration=IDENTITY, contrast_db: float = 6.0,
+                 warmup_s: float = 0.3, speech_detector=None):
+        """`speech_detector`: a `vad.SileroVAD` (or anything with its `__call__` and `reset`) to
+        score the noise for speech; None skips that."""
+        self.size = max(10, int(round(window_s * 100)))
+        self.detector = speech_detector
+        self._vad_size = max(1, int(round(window_s * 16000 / VAD_CHUNK)))
+        self.warmup = int(round(warmup_s * 100))  # frames skipped at the start: denoisers settle first
+        self.calibration = tuple(calibration)
+        self.contrast = 10 ** (contrast_db / 10)
+        self.reset()
+
+    def reset(self) -> None:
+        self._px = np.zeros(self.size)  # mean power per 10 ms frame: input,
+        self._pe = np.zeros(self.size)  # denoised,
+        self._pr = np.zeros(self.size)  # and what the denoiser took out
+        self._filled = 0
+        self._next = 0
+        self._skip = self.warmup
+        self._vad = np.zeros(self._vad_size)  # VAD probabilities of the noise, 32 ms chunks
+        self._vad_filled = self._vad_next = 0
+        self._residual = np.zeros(0, np.float32)
+        if self.detector is not None:
+            self.detector.reset()
+        self._carry_x = np.zeros(0, np.float32)
+        self._carry_e = np.zeros(0, np.float32)
+
+    def update(self, x: np.ndarray, e: np.ndarray) -> None:
+        """Aligned input and denoised samples (any length)."""
+        x = np.concatenate([self._carry_x, x])
+        e = np.concatenate([self._carry_e, e])
+        n = len(x) // FRAME * FRAME
+        self._carry_x, self._carry_e = x[n:], e[n:]
+        if not n:
+            return
+        xs = x[:n].reshape(-1, FRAME).astype(np.float64)
+        es = e[:n].reshape(-1, FRAME).astype(np.float64)
+        skipped = min(self._skip, len(xs))
+        if self.detector is not None:
+            self._score_noise((x[skipped * FRAME : n] - e[skipped * FRAME : n]).astype(np.float32))
+        for px, pe, pr in zip((xs**2).mean(1), (es**2).mean(1), ((xs - es) ** 2).mean(1)):
+            if self._skip:
+                self._skip -= 1
+                continue
+            i = self._next
+            self._px[i], self._pe[i], self._pr[i] = px, pe, pr
+            self._next = (i + 1) % self.size
+            self._filled = min(self._filled + 1, self.size)
+
+    def _score_noise(self, residual: np.ndarray) -> None:
+        self._residual = np.concatenate([self._residual, residual])
+        while len(self._residual) >= VAD_CHUNK:
+            self._vad[self._vad_next] = self.detector(self._residual[:VAD_CHUNK])
+            self._residual = self._residual[VAD_CHUNK:]
+            self._vad_next = (self._vad_next + 1) % self._vad_size
+            self._vad_filled = min(self._vad_filled + 1, self._vad_size)
+
+    def speech_like(self) -> float | None:
+        return float(self._vad[: self._vad_filled].mean()) if self._vad_filled else None
+
+    def raw_snr_db(self) -> tuple[float | None, float]:
+        """(uncalibrated SNR or None in a pause, noise dBFS)."""
+        k = self._filled
+        if k < MIN_FRAMES:
+            return None, -math.inf
+        px, pe, pr = self._px[:k], self._pe[:k], self._pr[:k]
+        noise = float(pr.mean())
+        noise_db = 10 * math.log10(noise) if noise > 0 else -math.inf
+        order = np.argsort(pe)
+        loud, quiet = order[k // 2 :], order[: max(1, k // 5)]
+        if pe[loud].mean() < self.contrast * max(pe[quiet].mean(), 1e-12):
+            return None, noise_db  # no speech to measure against
+        if noise_db < SILENCE_DBFS:
+            return math.inf, noise_db
+        speech = max(float(px[loud].mean()) - noise, 1e-3 * noise)
+        return 10 * math.log10(speech / noise), noise_db
+
+    def reading(self) -> NoiseReading:
+        raw, noise_db = self.raw_snr_db()
+        return NoiseReading(calibrated(self.calibration, raw), noise_db, self.speech_like())
+
+
+def calibrated(points, raw: float | None) -> float | None:
+    """A raw reading through a calibration map: linear through its (raw, dB) points, extended past
+    both ends with the end segments' slopes."""
+    if raw is None or raw == math.inf or len(points) < 2:
+        return raw
+    xs, ys = zip(*points)
+    i = int(np.clip(np.searchsorted(xs, raw) - 1, 0, len(xs) - 2))
+    return ys[i] + (ys[i + 1] - ys[i]) / (xs[i + 1] - xs[i]) * (raw - xs[i])

@@ -1,0 +1,145 @@
+"""The denoiser gate: bypass on clean speech, engage in noise, smooth, aligned, reported."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr_stream.denoisers import create_denoiser
+from asr_stream.denoisers.gate import GatedDenoiser, curve_value
+from asr_stream.evaluation.mixing import looped_segment, mix_at_snr
+from asr_stream.stages import Denoiser
+from conftest import SHARED_NOISE, SHARED_SPEECH, audioeval_clips, demo_clip, load_16k, needs_shared, run_cli
+
+
+def _stream(den, x, hop=None):
+    den.reset()
+    hop = hop or den.hop_size
+    return np.concatenate([den.process(x[i : i + hop]) for i in range(0, len(x), hop)] + [den.flush()])
+
+
+@pytest.fixture(scope="module")
+def dfn():
+    return create_denoiser("deepfilternet")
+
+
+@pytest.fixture(scope="module")
+def noisy():
+    speech = load_16k(demo_clip()[0])
+    noise = np.random.default_rng(0).standard_normal(len(speech)).astype(np.float32)
+    return speech, mix_at_snr(speech, noise, 5)[0]
+
+
+def test_curve_interpolates_and_holds_past_its_ends():
+    curve = ((0.0, 0.5), (5.0, 1.0), (20.0, 0.0))
+    assert curve_value(curve, -10) == 0.5 and curve_value(curve, 2.5) == 0.75
+    assert curve_value(curve, 30) == 0.0 and curve_value(curve, float("inf")) == 0.0
+
+
+def test_fixed_mix_one_is_the_denoiser_and_zero_the_input(dfn, noisy):
+    _, x = noisy
+    plain = _stream(dfn, x)
+    full = GatedDenoiser(dfn, curve=((0.0, 1.0), (1.0, 1.0)), start_mix=1.0)
+    assert isinstance(full, Denoiser) and full.latency_s == dfn.latency_s
+    assert np.array_equal(_stream(full, x), plain)
+    off = GatedDenoiser(dfn, curve=((0.0, 0.0), (1.0, 0.0)), start_mix=0.0)
+    y = _stream(off, x, hop=333)  # any hop: the input waits for its denoised twin
+    assert len(y) == len(x) and np.array_equal(y, x)
+
+
+def test_mix_ramps_without_steps(dfn):
+    """Clean speech, then the same speech in loud noise: the mix climbs no faster than its ramp."""
+    speech = load_16k(demo_clip()[0])
+    noise = np.random.default_rng(1).standard_normal(len(speech)).astype(np.float32)
+    x = np.concatenate([speech, mix_at_snr(speech, noise, 0)[0]])
+    gate = GatedDenoiser(dfn)
+    gate.reset()
+    mixes = []
+    for i in range(0, len(x), gate.hop_size):
+        gate.process(x[i : i + gate.hop_size])
+        mixes.append(gate.mix)
+    steps = np.abs(np.diff(mixes))
+    assert steps.max() <= gate.step * gate.hop_size * 2 + 1e-9  # a hop's output may hold up to two hops
+    assert max(mixes[: len(speech) // gate.hop_size - 100]) < 0.05  # clean part: bypassed
+    assert max(mixes[len(speech) // gate.hop_size + 200 :]) > 0.3  # noisy part: engaged
+
+
+def _clean_clips():
+    clips = [demo_clip()[0]] + [p for p, _ in audioeval_clips()]
+    if SHARED_SPEECH.is_dir():
+        clips += sorted((SHARED_SPEECH / "ljspeech").glob("*.wav"))[:8]
+        clips += sorted((SHARED_SPEECH / "valentini" / "clean").glob("*.wav"))[:3]
+    return clips
+
+
+def test_bypasses_clean_speech(dfn):
+    """The issue's target: at least 95 % of clean speech's hops pass untouched, on every clip."""
+    gate = GatedDenoiser(dfn)
+    for path in _clean_clips():
+        x = load_16k(path)
+        _stream(gate, x)
+        counters = gate.gate_counters()
+        assert counters["bypassed_share"] >= 0.95, (path.name, counters)
+
+
+def _continuous_speech() -> np.ndarray:
+    """The shipped clips back to back (about 15 s of continuous real speech)."""
+    return np.concatenate([load_16k(demo_clip()[0])] + [load_16k(p) for p, _ in audioeval_clips()])
+
+
+def _noises():
+    rng = np.random.default_rng(5)
+    if SHARED_NOISE.is_dir():
+        return [load_16k(SHARED_NOISE / f"{n}.wav") for n in ("running_tap", "dude_miaowing", "white_noise")]
+    return [rng.standard_normal(16000 * 20).astype(np.float32)]
+
+
+@pytest.mark.parametrize("snr,least_mix,most_bypassed", [(10, 0.1, 0.5), (5, 0.3, 0.2), (0, 0.3, 0.2)])
+def test_engages_in_noise(dfn, snr, least_mix, most_bypassed):
+    """The curve: 0.25 at 10 dB of real noise, fading to a bypass at 15 dB (so readings above
+    10 dB bypass part of the time), 0.5 and more below; the first 0.8 s pass as they are while the
+    first reading builds up."""
+    speech, rng = _continuous_speech(), np.random.default_rng(snr)
+    gate = GatedDenoiser(dfn)
+    for noise in _noises():
+        x = mix_at_snr(speech, looped_segment(noise, len(speech), rng), snr)[0]
+        _stream(gate, x)
+        counters = gate.gate_counters()
+        assert counters["bypassed_share"] < most_bypassed and counters["mean_mix"] > least_mix, (snr, counters)
+        assert abs(counters["mean_snr_db"] - snr) < 5, (snr, counters)
+
+
+def test_stats_json_and_jsonl_show_the_decisions(tmp_path, noisy):
+    _, x = noisy
+    path = tmp_path / "noisy.wav"
+    sf.write(path, x, 16000)
+    stats, out = tmp_path / "s.json", tmp_path / "c.jsonl"
+    proc = run_cli("--audio_path", str(path), "--stats-json", str(stats), "--output", str(out))
+    assert proc.returncode == 0, proc.stderr.decode()
+    summary = json.loads(stats.read_text())
+    assert summary["denoiser"] == "deepfilternet+gate"
+    gate = summary["denoiser_gate"]
+    assert gate["mean_mix"] > 0.2 and gate["bypassed_share"] < 0.5 and gate["mean_snr_db"] < 12
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records and all(r["denoiser_gate"]["mix"] > 0.2 for r in records)
+
+    proc = run_cli("--audio_path", str(path), "--stats-json", str(stats), "--no-gate", "--quiet")
+    assert proc.returncode == 0, proc.stderr.decode()
+    summary = json.loads(stats.read_text())
+    assert summary["denoiser"] == "deepfilternet" and "denoiser_gate" not in summary
+
+
+def test_streams_are_independent(noisy):
+    """Two gated streams, one clean and one noisy, interleaved: each decides for itself."""
+    speech, x = noisy
+    a, b = GatedDenoiser(create_denoiser("deepfilternet")), GatedDenoiser(create_denoiser("deepfilternet"))
+    alone = _stream(a, x)
+    a.reset(), b.reset()
+    out = []
+    for i in range(0, len(x), 160):
+        out.append(a.process(x[i : i + 160]))
+        b.process(speech[i : i + 160])
+    assert np.array_equal(np.concatenate(out + [a.flush()]), alone)
+    b.flush()
+    assert b.gate_counters()["bypassed_share"] >= 0.95 and a.gate_counters()["mean_mix"] > 0.2
