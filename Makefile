@@ -1,7 +1,8 @@
 # make install  - .venv with torch (CPU), the package and its test extras, and the Debian packages
 # make demo     - install, then caption the bundled speech sample live
 # make test     - the test suite
-# make bench    - measure and rewrite BENCHMARKS.md (engine, continuous speech, Demucs, NeMo, evaluation matrix; about 75 min)
+# make bench    - measure and rewrite BENCHMARKS.md (engine, continuous speech, Demucs, NeMo, evaluation matrix,
+#                denoiser gate; about 110 min)
 # make calibrate-gate - measure the denoiser gate's SNR map and mix curves (~40 min; needs ../shared)
 # make train-an4 - train the project's small streaming FastConformer-CTC on AN4 (CPU, ~40 min; needs ../shared)
 

@@ -54,7 +54,7 @@ def held_out_setup(tmp: Path, clips: int) -> tuple[Path, Path]:
     manifest = tmp / "ljspeech-held-out.jsonl"
     with manifest.open("w") as f:
         for p in sorted(base.glob("*.wav"))[1::2][:clips]:
-            f.write(json.dumps({"audio": str(p), "text": texts[p.name]}) + "\n")
+            f.write(json.dumps({"audio_filepath": str(p), "text": texts[p.name]}) + "\n")
     noise_dir = tmp / "noise"
     noise_dir.mkdir()
     for name in HELD_OUT_NOISES:
@@ -62,8 +62,14 @@ def held_out_setup(tmp: Path, clips: int) -> tuple[Path, Path]:
     return manifest, noise_dir
 
 
-def run_eval(exe: Path, args: list[str], out_dir: Path) -> tuple[str, int, str]:
-    if out_dir.exists():
+def run_eval(exe: Path, args: list[str], out_dir: Path, rerun: list[str] | None = None) -> tuple[str, int, str]:
+    """`rerun`: keep this folder's earlier results except those chains' (eval resumes the rest)."""
+    clips = out_dir / "clips.jsonl"
+    if rerun is not None and clips.exists():
+        kept = [line for line in clips.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["chain"] not in rerun]
+        clips.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    elif out_dir.exists():
         subprocess.run(["rm", "-rf", str(out_dir)], check=True)
     cmd = ["eval", *args, "--out", os.path.relpath(out_dir, ROOT)]
     shown = "asr-stream " + " ".join(shlex.quote(a) for a in cmd)
@@ -140,12 +146,16 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def part(exe: Path, key: str, title: str, args: list[str], chain: str, lines: list[str]) -> None:
+def part(exe: Path, key: str, title: str, args: list[str], chain: str, lines: list[str],
+         rerun: list[str] | None = None) -> None:
     from asr_stream.evaluation.runner import load_clips, summarize
 
     out_dir = DOCS / f"eval-{key}"
-    shown, rc, err = run_eval(exe, args, out_dir)
+    shown, rc, err = run_eval(exe, args, out_dir, rerun)
     lines += [f"### {title}", "", f"    {shown}", ""]
+    if rerun is not None:
+        lines += [f"Cells of the chains other than {', '.join(rerun)} are kept from the previous run of this "
+                  "same command (same code for them, same seeded mixtures); those chains were run again.", ""]
     if rc != 0:
         lines += [f"Failed (exit {rc}): `{(err.strip().splitlines() or ['?'])[-1][:300]}`", ""]
         return
@@ -163,7 +173,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     p.add_argument("--quick", action="store_true", help="two clips per part")
+    p.add_argument("--rerun", help="comma-separated chain labels: run only these again, keep the rest of the "
+                                   "last run's results (after a change to the gate alone)")
     args = p.parse_args(argv)
+    rerun = args.rerun.split(",") if args.rerun else None
     exe = Path(sys.executable).parent / "asr-stream"
     cpu, cores = cpu_and_cores()
     cmd = os.environ.get("BENCH_GATE_CMD", "python bench/bench_gate.py")
@@ -185,7 +198,7 @@ def main(argv=None) -> int:
             data, conditions = ["--dataset", "audioeval"], ",".join(["clean"] + [f"babble@{s}" for s in SNRS])
         part(exe, "gate-whisper", "Whisper tiny.en, held-out read speech",
              [*data, "--chains", ",".join(whisper_chains()), "--conditions", conditions, "--pace", "fast"],
-             DEFAULT, L)
+             DEFAULT, L, rerun)
         if noise_dir is not None and AN4_MODEL.exists() and (SHARED / "speech" / "an4").is_dir():
             nemo = "asr=nemo;model=an4_fastconformer_ctc;runtime=onnx;lookahead_ms=80"
             chains = [f"{BASELINE}:denoiser=none;{nemo}", f"dfn:denoiser=deepfilternet;gate=false;{nemo}",
@@ -193,7 +206,7 @@ def main(argv=None) -> int:
             part(exe, "gate-an4", "AN4 test clips, the project's NeMo model (cache-aware, 80 ms)",
                  ["--dataset", "an4", "--limit", "4" if args.quick else "20", "--noise-dir", str(noise_dir),
                   "--chains", ",".join(chains), "--conditions", ",".join(["clean"] + [str(s) for s in SNRS]),
-                  "--pace", "fast"], "dfn+gate", L)
+                  "--pace", "fast"], "dfn+gate", L, rerun)
     L.append(END)
     write_section(args.out, "\n".join(L) + "\n", BEGIN, END)
     print(f"wrote the gate section of {args.out}")

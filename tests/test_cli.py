@@ -35,7 +35,7 @@ def test_default_chain_on_the_demo_sample(tmp_path):
     out = _ok(run_cli("--audio_path", str(wav), "--stats-json", str(stats)))
     assert wer([ref], [out]) < 0.1
     summary = json.loads(stats.read_text())
-    assert summary["denoiser"] == "deepfilternet+gate" and summary["recognizer"] == "whisper"
+    assert summary["denoiser"] == "deepfilternet" and summary["recognizer"] == "whisper"
     assert abs(summary["audio_seconds"] - sf.info(str(wav)).duration) < 0.05
     assert summary["dropped_frames"] == 0 and summary["rtf"] > 0
 

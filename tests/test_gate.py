@@ -118,7 +118,7 @@ def test_stats_json_and_jsonl_show_the_decisions(tmp_path, noisy):
     proc = run_cli("--audio_path", str(path), "--stats-json", str(stats), "--output", str(out))
     assert proc.returncode == 0, proc.stderr.decode()
     summary = json.loads(stats.read_text())
-    assert summary["denoiser"] == "deepfilternet+gate"
+    assert summary["denoiser"] == "deepfilternet" and "denoiser_gate" in summary
     gate = summary["denoiser_gate"]
     assert gate["mean_mix"] > 0.2 and gate["bypassed_share"] < 0.5 and gate["mean_snr_db"] < 12
     records = [json.loads(line) for line in out.read_text().splitlines()]

@@ -64,7 +64,7 @@ class GatedDenoiser:
         from asr_stream.vad import SileroVAD
 
         self.inner = inner
-        self.name = f"{inner.name}+gate"
+        self.name = inner.name  # the summary says "denoiser_gate" when it is gated
         self.hop_size = inner.hop_size
         self.latency_s = inner.latency_s
         calibration = calibration_for(inner.name)

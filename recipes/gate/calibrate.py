@@ -14,7 +14,8 @@ from ../shared, with a split the tests and the benchmark do not see:
 3. `fit`       - per denoiser: the raw reading -> mixing SNR map (mean raw reading at each SNR),
                  and two curves, real noise and babble (the gate tells them apart with the VAD):
                  at each SNR the mix with the fewest errors there and (at half weight) at the
-                 SNRs either side, a tie going to the lighter mix;
+                 SNRs either side, if that is at least 10 % fewer than without the denoiser
+                 (else 0: bypass), a tie going to the lighter mix;
                  bypass from 15 dB up (clean recordings read 19 dB and more).
 4. `held_out`  - the map's error on the held-out split: odd LJSpeech clips, the other noise
                  files, babble from other talkers.
@@ -51,6 +52,7 @@ HELD_OUT_NOISES = ["dude_miaowing", "white_noise", "speechbrain_noise2", "speech
 SNRS = [10, 5, 0, -5]
 MIXES = [0.0, 0.25, 0.5, 0.75, 1.0]
 BYPASS_ABOVE_DB = 15.0
+CLEAR_GAIN = 0.10  # a mix must make at least 10 % fewer errors than no denoiser to be chosen
 OUT_JSON = ROOT / "asr_stream" / "denoisers" / "gate_calibration.json"
 OUT_MD = ROOT / "recipes" / "gate" / "RESULTS.md"
 
@@ -163,7 +165,9 @@ def fit(rows: list[dict], denoisers: list[str]) -> dict:
                 # cell make single cells noisy, and the best mix changes slowly with the SNR
                 near = [(levels[j], 1.0 if j == i else 0.5) for j in (i - 1, i, i + 1) if 0 <= j < len(levels)]
                 score = {mix: sum(w * errors[(s, mix)] for s, w in near) for mix in MIXES}
-                curve.append((float(snr), min(score, key=lambda m: (score[m], m))))  # a tie: the lighter mix
+                # the denoiser is heard only where it clearly helps: the goal is never worse
+                clear = [m for m in MIXES if m == 0 or score[m] <= (1 - CLEAR_GAIN) * score[0]]
+                curve.append((float(snr), min(clear, key=lambda m: (score[m], m))))  # a tie: the lighter mix
             curve.append((BYPASS_ABOVE_DB, 0.0))
             curves[label] = curve
         out[name] = {"estimator_map": points, "curve": curves}
