@@ -49,41 +49,33 @@ def markdown(rows: list[dict], plots: dict[str, str] | None = None, heading: str
           "is the evaluating process's (every chain loaded so far).", "",
           "| chain | condition | clips | partial p50 / p95 / max | final p50 / p95 / max | missed | RTF denoiser "
           "| RTF recogniser | CPU s | peak RSS MB | dropped frames |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for ch in chains:
-        for c in conditions:
-            r = by.get((ch, c))
-            if r is None:
-                continue
-            lp, lf = r["latency_partial"], r["latency_final"]
-            L.append(f"| {ch} | {c} | {r['clips']} | {_ms(lp['p50'])} / {_ms(lp['p95'])} / {_ms(lp['max'])} "
-                     f"| {_ms(lf['p50'])} / {_ms(lf['p95'])} / {_ms(lf['max'])} | {r['missed_words']} "
-                     f"| {_f(r['rtf_stages']['denoiser'])} | {_f(r['rtf_stages']['recognizer'])} "
-                     f"| {r['cpu_seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['dropped_frames']} |")
+    cells = [(ch, c, by[ch, c]) for ch in chains for c in conditions if (ch, c) in by]
+    for ch, c, r in cells:
+        lp, lf = r["latency_partial"], r["latency_final"]
+        L.append(f"| {ch} | {c} | {r['clips']} | {_ms(lp['p50'])} / {_ms(lp['p95'])} / {_ms(lp['max'])} "
+                 f"| {_ms(lf['p50'])} / {_ms(lf['p95'])} / {_ms(lf['max'])} | {r['missed_words']} "
+                 f"| {_f(r['rtf_stages']['denoiser'])} | {_f(r['rtf_stages']['recognizer'])} "
+                 f"| {r['cpu_seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['dropped_frames']} |")
     if any(r.get("gate") for r in rows):
         L += ["", f"{heading} What the denoiser gate chose", "",
               "Mix = share of the denoised audio in what the recogniser heard (0 = the input as it was), "
               "averaged over time; bypassed = share of the audio with the denoiser bypassed; SNR = the "
               "gate's own estimate, averaged over its readings.", "",
               "| chain | condition | mean mix | bypassed | estimated SNR dB |", "|---|---|---|---|---|"]
-        for ch in chains:
-            for c in conditions:
-                g = (by.get((ch, c)) or {}).get("gate")
-                if g:
-                    L.append(f"| {ch} | {c} | {g['mix']:.2f} | {100 * g['bypassed']:.0f} % | {_f(g['snr_db'], 1)} |")
+        for ch, c, r in cells:
+            g = r.get("gate")
+            if g:
+                L.append(f"| {ch} | {c} | {g['mix']:.2f} | {100 * g['bypassed']:.0f} % | {_f(g['snr_db'], 1)} |")
     if any(r.get("pesq") is not None or r.get("dnsmos") for r in rows):
         L += ["", f"{heading} What the recogniser heard: enhancement quality", "",
               "PESQ-WB and STOI against the clean speech (the clean recording, or the utterance before "
               "noise was mixed in); DNSMOS P.835 needs no reference. For a chain without a denoiser these "
               "score the input itself.", "",
               "| chain | condition | PESQ-WB | STOI | DNSMOS SIG | BAK | OVRL |", "|---|---|---|---|---|---|---|"]
-        for ch in chains:
-            for c in conditions:
-                r = by.get((ch, c))
-                if r is None:
-                    continue
-                d = r.get("dnsmos") or {}
-                L.append(f"| {ch} | {c} | {_f(r.get('pesq'))} | {_f(r.get('stoi'), 3)} | {_f(d.get('sig'))} "
-                         f"| {_f(d.get('bak'))} | {_f(d.get('ovrl'))} |")
+        for ch, c, r in cells:
+            d = r.get("dnsmos") or {}
+            L.append(f"| {ch} | {c} | {_f(r.get('pesq'))} | {_f(r.get('stoi'), 3)} | {_f(d.get('sig'))} "
+                     f"| {_f(d.get('bak'))} | {_f(d.get('ovrl'))} |")
     if plots:
         L.append("")
         for title, rel in plots.items():
