@@ -79,6 +79,8 @@ def build_stages(s: Settings):
                    denoise_exact=s.denoise_exact, denoise_int8=s.denoise_int8,
                    lookahead_ms=s.lookahead_ms, streaming=s.streaming, runtime=s.runtime, chunk_s=s.chunk_s,
                    left_s=s.left_s, right_s=s.right_s, live=live, **s.extra)
+    if not isinstance(s.gate, bool):
+        raise UserError(f"gate must be true or false, got {s.gate!r}")
     denoiser = create_denoiser(s.denoiser, **options)
     if s.gate and denoiser.name != "none":
         from asr_stream.denoisers.gate import GatedDenoiser

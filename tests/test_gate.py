@@ -143,3 +143,11 @@ def test_streams_are_independent(noisy):
     assert np.array_equal(np.concatenate(out + [a.flush()]), alone)
     b.flush()
     assert b.gate_counters()["bypassed_share"] >= 0.95 and a.gate_counters()["mean_mix"] > 0.2
+
+
+def test_a_gate_setting_that_is_not_a_boolean_is_a_one_line_error(tmp_path):
+    preset = tmp_path / "bad.yaml"
+    preset.write_text("gate: maybe\n")
+    proc = run_cli("--audio_path", str(demo_clip()[0]), "--config", str(preset))
+    err = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1 and "gate must be true or false" in err[0], err
