@@ -30,6 +30,7 @@ CALIBRATED_LIKE = "deepfilternet"  # what a denoiser without calibration of its 
 MIX_BINS = (0.05, 0.5, 0.95)  # how --stats-json counts time: bypassed / light / medium / full
 BABBLE_VAD = 0.5  # mean VAD probability of the noise above which it counts as babble (measured: 0.82-0.97
 # in babble, 0.02-0.10 in other real noise)
+READ_EVERY = 1600  # samples between readings of the estimator
 TIMELINE_STEP = 1600  # one decision kept per 100 ms ...
 TIMELINE_SPAN = 1200  # ... for the last 2 minutes, so captions can say what their audio got
 
@@ -88,6 +89,8 @@ class GatedDenoiser:
         self.snr_sum = 0.0  # over readings with speech and finite SNR
         self.last_snr_db: float | None = None
         self.babble_samples = 0  # audio during which the noise read as speech-like
+        self.babble = False
+        self._unread = 0  # samples since the last reading
         self._timeline: deque = deque(maxlen=TIMELINE_SPAN)  # (end sample, mix, snr or None, babble)
         self._next_mark = TIMELINE_STEP
 
@@ -104,25 +107,30 @@ class GatedDenoiser:
             return e
         x, self._pending = self._pending[:n], self._pending[n:]
         self.estimator.update(x, e)
-        reading = self.estimator.reading()
-        babble = reading.speech_like is not None and reading.speech_like >= BABBLE_VAD
-        if babble:
+        self._unread += n
+        if self._unread >= READ_EVERY:  # the window is 1.5 s: a reading per 100 ms is plenty
+            self._unread = 0
+            self._decide(self.estimator.reading())
+        if self.babble:
             self.babble_samples += n
-        if reading.snr_db is not None:
-            self.target = curve_value(self.babble_curve if babble else self.curve, reading.snr_db)
-            self.last_snr_db = reading.snr_db
-            if math.isfinite(reading.snr_db):
-                self.snr_readings += 1
-                self.snr_sum += reading.snr_db
         ramp = self.mix + np.clip(self.target - self.mix, -self.step * np.arange(1, n + 1),
                                   self.step * np.arange(1, n + 1))
         self.mix = float(ramp[-1])
         self._count(ramp)
         if self.samples >= self._next_mark:
-            self._timeline.append((self.samples, self.mix, self.last_snr_db, babble))
+            self._timeline.append((self.samples, self.mix, self.last_snr_db, self.babble))
             self._next_mark = self.samples + TIMELINE_STEP
         m = ramp.astype(np.float32)
         return ((1 - m) * x + m * e).astype(np.float32)  # exactly x at mix 0 and e at mix 1
+
+    def _decide(self, reading) -> None:
+        self.babble = reading.speech_like is not None and reading.speech_like >= BABBLE_VAD
+        if reading.snr_db is not None:
+            self.target = curve_value(self.babble_curve if self.babble else self.curve, reading.snr_db)
+            self.last_snr_db = reading.snr_db
+            if math.isfinite(reading.snr_db):
+                self.snr_readings += 1
+                self.snr_sum += reading.snr_db
 
     def _count(self, ramp: np.ndarray) -> None:
         seconds = len(ramp) / 16000
