@@ -1,0 +1,36 @@
+"""Thread counts, set once for the whole process.
+
+Every native runtime here (torch, CTranslate2, ONNX Runtime) keeps its own pool; two big pools
+on the same cores fight and both slow down. So torch's pools are sized once, before any model
+runs, and every engine is given the same per-call thread count; parallelism across streams
+comes from the scheduler's workers, not from wider pools.
+"""
+
+from __future__ import annotations
+
+import threading
+
+_lock = threading.Lock()
+_configured: int | None = None
+
+
+def configure_threads(threads: int) -> int:
+    """Size torch's intra-op pool to `threads` (and its inter-op pool to 1) the first time it is
+    called; later calls keep the first setting, which is returned."""
+    global _configured
+    with _lock:
+        if _configured is None:
+            import torch
+
+            torch.set_num_threads(int(threads))
+            try:
+                torch.set_num_interop_threads(1)
+            except RuntimeError:  # already used: torch allows setting it only before any parallel work
+                pass
+            _configured = int(threads)
+        return _configured
+
+
+def engine_threads() -> int:
+    """The per-call thread count engines use (1 until configured)."""
+    return _configured or 1
