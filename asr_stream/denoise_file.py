@@ -174,9 +174,9 @@ def denoise_file(in_path: str | Path, out_path: str | Path, denoiser: str = "dns
     if threads is not None:
         if threads < 1:
             raise UserError(f"--threads must be at least 1, got {threads}")
-        import torch
+        from asr_stream.threads import configure_threads
 
-        torch.set_num_threads(threads)
+        configure_threads(threads)
     in_path, out_path = Path(in_path), Path(out_path)
     source = FileSource(in_path)  # checks the file: exists, is audio, readable, not empty
     rate, frames = source.sample_rate, sf.info(str(in_path)).frames

@@ -8,10 +8,8 @@ import time
 from dataclasses import dataclass, field
 
 from asr_stream.captions import Captions
-from asr_stream.denoisers import create_denoiser
 from asr_stream.errors import UserError
 from asr_stream.outputs import CaptionWriter
-from asr_stream.recognizers import create_recognizer
 from asr_stream.scheduler import Chain
 from asr_stream.stages import Hypothesis
 from asr_stream.stats import LatencyTracker, summarize
@@ -46,6 +44,7 @@ class Settings:
     right_s: float = 0.6
     device: str = "cpu"
     threads: int = 1
+    batch: bool = True  # batch concurrent streams' model calls (many streams over one set of engines)
     extra: dict = field(default_factory=dict)  # stage options from a preset, passed through
 
 
@@ -64,29 +63,11 @@ def make_source(s: Settings):
 
 
 def build_stages(s: Settings):
-    """The chain's denoiser and recogniser for these settings (loaded once; a chain per input
-    can reuse them after `reset()`)."""
-    if s.device not in ("cpu", "cuda"):
-        raise UserError(f"unknown device '{s.device}' (use cpu or cuda)")
-    if s.threads < 1:
-        raise UserError(f"--threads must be at least 1, got {s.threads}")
-    import torch
+    """One stream's denoiser and recogniser for these settings, over engines loaded once per
+    process and shared (`engines.load_engines`); a chain per input can reuse them after `reset()`."""
+    from asr_stream.engines import load_engines
 
-    torch.set_num_threads(s.threads)  # one intra-op pool per stage: two big pools fight on 2 cores
-    live = s.mode == "microphone" or s.pace == "realtime"  # audio arrives at wall-clock rate
-    options = dict(device=s.device, threads=s.threads, model=s.model, language=s.language,
-                   atten_lim_db=s.atten_lim_db, dry=s.dry, denoise_hop=s.denoise_hop,
-                   denoise_exact=s.denoise_exact, denoise_int8=s.denoise_int8,
-                   lookahead_ms=s.lookahead_ms, streaming=s.streaming, runtime=s.runtime, chunk_s=s.chunk_s,
-                   left_s=s.left_s, right_s=s.right_s, live=live, **s.extra)
-    if not isinstance(s.gate, bool):
-        raise UserError(f"gate must be true or false, got {s.gate!r}")
-    denoiser = create_denoiser(s.denoiser, **options)
-    if s.gate and denoiser.name != "none":
-        from asr_stream.denoisers.gate import GatedDenoiser
-
-        denoiser = GatedDenoiser(denoiser)
-    return denoiser, create_recognizer(s.asr, **options)
+    return load_engines(s).create_streams()
 
 
 def build_chain(s: Settings, source=None, stages=None, keep_denoised: bool = False) -> Chain:

@@ -74,8 +74,9 @@ class Hypothesis:
 class Denoiser(Protocol):
     """Hops in, hops out, at 16 kHz.
 
-    `process` takes one hop of `hop_size` samples and returns whatever denoised audio is
-    ready; the output is aligned with the input (its first sample is the first input
+    `process` takes a whole number of hops (`hop_size` samples each; the chain hands up to
+    100 ms at once, which costs far less per sample than hop by hop) and returns whatever
+    denoised audio is ready; the output is aligned with the input (its first sample is the first input
     sample), so its total length equals the input's once `flush` has returned the tail.
     """
 
@@ -108,3 +109,46 @@ class Recognizer(Protocol):
     def finish(self) -> list[Hypothesis]: ...
 
     def reset(self) -> None: ...
+
+
+@runtime_checkable
+class DenoiserEngine(Protocol):
+    """A loaded denoiser: read-only, shared by every stream; `create_stream()` gives one
+    session's `Denoiser` (all per-session state), cheap to make."""
+
+    name: str
+
+    def create_stream(self) -> Denoiser: ...
+
+
+@runtime_checkable
+class RecognizerEngine(Protocol):
+    """A loaded recogniser model, shared by every stream; `create_stream()` gives one session's
+    `Recognizer`."""
+
+    name: str
+
+    def create_stream(self) -> Recognizer: ...
+
+
+class FactoryEngine:
+    """An engine for a stage that has no model to share: every stream is built by `make()`
+    (plugins' `module:factory`, and stages whose runtime keeps its model inside each state)."""
+
+    def __init__(self, make, first=None):
+        first = make() if first is None else first  # built now, so a stage that cannot load fails at load time
+        self.name = first.name
+        self._make = make
+        self._first = [first]
+
+    def create_stream(self):
+        return self._first.pop() if self._first else self._make()
+
+    @classmethod
+    def of(cls, factory, options: dict):
+        """A plugin factory's engine: the factory may return an engine (`create_stream`) or a stage;
+        a stage means the factory is called once per stream."""
+        made = factory(**options)
+        if hasattr(made, "create_stream"):
+            return made
+        return cls(lambda: factory(**options), first=made)

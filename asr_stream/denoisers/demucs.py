@@ -269,6 +269,45 @@ class Matmul:
         return torch.addmm(self.bias, x, self.wt)
 
 
+class DemucsWeights:
+    """A Demucs's weights as plain matmuls, made once per loaded model and shared by its
+    streams: the per-hop work is a few dozen small matmuls, and torch's own small-conv kernels
+    are several times slower here."""
+
+    def __init__(self, model: Demucs):
+        m = model
+        self.enc = []
+        for block in m.encoder:
+            conv, pointwise = block[0], block[2]
+            self.enc.append((Matmul(conv.weight.flatten(1), conv.bias),
+                             Matmul(pointwise.weight[..., 0], pointwise.bias)))
+        self.taps = -(-m.kernel_size // m.stride)  # output blocks of S samples each frame touches
+        self.dec = []  # self.dec[i-1] is the block that turns level i into level i-1
+        for block in reversed(m.decoder):
+            pointwise, tconv = block[0], block[2]
+            w = F.pad(tconv.weight.detach(), (0, self.taps * m.stride - m.kernel_size))  # (in, out, taps*S)
+            w = w.permute(0, 2, 1).reshape(w.shape[0], -1)  # (in, [tap, s, out])
+            self.dec.append((Matmul(pointwise.weight[..., 0], pointwise.bias), Matmul(w.t()),
+                             tconv.bias.detach()))
+        lstm = m.lstm.lstm
+        self.lstm_w = []
+        for layer in range(lstm.num_layers):
+            bias = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+            self.lstm_w.append((Matmul(getattr(lstm, f"weight_ih_l{layer}"), bias),
+                                Matmul(getattr(lstm, f"weight_hh_l{layer}"))))
+
+    def matmuls(self) -> list[Matmul]:
+        return ([mm for pair in self.enc for mm in pair] + [mm for *pair, _ in self.dec for mm in pair]
+                + [mm for pair in self.lstm_w for mm in pair])
+
+    def quantize(self, min_size: int = 1 << 16) -> None:
+        """int8 weights for every matmul of at least `min_size` weights (the deep layers and
+        the LSTM); the small shallow ones stay fp32, where int8 would buy nothing."""
+        for mm in self.matmuls():
+            if mm.size >= min_size:
+                mm.quantize()
+
+
 class DemucsStreamer:
     """Stateful streaming Demucs: feed any number of samples, get back every output sample
     that is ready, aligned with the input (output sample n is the denoised input sample n).
@@ -290,7 +329,8 @@ class DemucsStreamer:
     """
 
     def __init__(self, model: Demucs, dry: float = 0.0, lookahead: int | None = 64,
-                 scale: float | None = None, prior_std: float = 0.05, prior_s: float = 0.5):
+                 scale: float | None = None, prior_std: float = 0.05, prior_s: float = 0.5,
+                 weights: "DemucsWeights | None" = None):
         if not model.causal:
             raise ValueError("this Demucs has a bidirectional LSTM (causal=False): it cannot stream")
         if model.stride ** model.depth % model.resample:
@@ -321,43 +361,15 @@ class DemucsStreamer:
             self.latency_samples = last + math.ceil(self.down_reach / self.r)
         else:
             self.latency_samples = frame_length + int(lookahead)
-        self._extract_weights()
+        self.weights = weights or DemucsWeights(model)  # shared between streams; never written by one
+        self.enc, self.dec, self.lstm_w, self.taps = self.weights.enc, self.weights.dec, self.weights.lstm_w, self.weights.taps
         self.reset()
 
-    def _extract_weights(self) -> None:
-        """The weights as plain matmuls: the per-hop work is a few dozen small matmuls, and
-        torch's own small-conv kernels are several times slower here."""
-        m = self.model
-        self.enc = []
-        for block in m.encoder:
-            conv, pointwise = block[0], block[2]
-            self.enc.append((Matmul(conv.weight.flatten(1), conv.bias),
-                             Matmul(pointwise.weight[..., 0], pointwise.bias)))
-        self.taps = -(-self.K // self.S)  # output blocks of S samples each frame touches
-        self.dec = []  # self.dec[i-1] is the block that turns level i into level i-1
-        for block in reversed(m.decoder):
-            pointwise, tconv = block[0], block[2]
-            w = F.pad(tconv.weight.detach(), (0, self.taps * self.S - self.K))  # (in, out, taps*S)
-            w = w.permute(0, 2, 1).reshape(w.shape[0], -1)  # (in, [tap, s, out])
-            self.dec.append((Matmul(pointwise.weight[..., 0], pointwise.bias), Matmul(w.t()),
-                             tconv.bias.detach()))
-        lstm = m.lstm.lstm
-        self.lstm_w = []
-        for layer in range(lstm.num_layers):
-            bias = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
-            self.lstm_w.append((Matmul(getattr(lstm, f"weight_ih_l{layer}"), bias),
-                                Matmul(getattr(lstm, f"weight_hh_l{layer}"))))
-
-    def matmuls(self) -> list[Matmul]:
-        return ([mm for pair in self.enc for mm in pair] + [mm for *pair, _ in self.dec for mm in pair]
-                + [mm for pair in self.lstm_w for mm in pair])
+    def matmuls(self) -> list["Matmul"]:
+        return self.weights.matmuls()
 
     def quantize(self, min_size: int = 1 << 16) -> None:
-        """int8 weights for every matmul of at least `min_size` weights (the deep layers and
-        the LSTM); the small shallow ones stay fp32, where int8 would buy nothing."""
-        for mm in self.matmuls():
-            if mm.size >= min_size:
-                mm.quantize()
+        self.weights.quantize(min_size)
 
     def reset(self) -> None:
         """Forget the stream: a new session starts from silence."""
@@ -577,9 +589,9 @@ def _glu_or_relu(x: torch.Tensor, glu: bool) -> torch.Tensor:
     return x.relu_()
 
 
-class DemucsDenoiser:
-    """The pipeline's Demucs stage (see `stages.Denoiser`): numpy hops in and out, one
-    `DemucsStreamer` per stream, so separate streams never share state."""
+class DemucsEngine:
+    """A loaded, streamable Demucs and its stage settings: the checks and the matmul weights
+    (int8 if asked) are made once, and every stream (`create_stream()`) shares them."""
 
     def __init__(self, model: Demucs, name: str = "demucs", hop: int | None = None, dry: float = 0.0,
                  exact: bool = False, int8: bool = False):
@@ -595,7 +607,8 @@ class DemucsDenoiser:
         if not 0.0 <= dry <= 1.0:
             raise UserError(f"--dry must be between 0 and 1, got {dry}")
         try:
-            self.streamer = DemucsStreamer(model, dry=dry, lookahead=None if exact else 64)
+            weights = DemucsWeights(model)
+            DemucsStreamer(model, weights=weights)  # its checks: can this shape stream?
         except ValueError as exc:  # a checkpoint whose shape cannot stream
             raise UserError(f"{name}: {exc}") from None
         step = model.total_stride
@@ -603,13 +616,30 @@ class DemucsDenoiser:
         if hop < step or hop % step:
             raise UserError(f"--denoise-hop must be a multiple of {step} samples for this model "
                             f"({1000 * step / SAMPLE_RATE:g} ms), got {hop}")
-        self.name = name
-        self.hop_size = hop
-        self._model, self._dry, self._int8 = model, dry, int8
+        self.model, self.name, self.hop_size, self.dry, self.exact = model.eval(), name, hop, dry, exact
+        self.weights = weights
         if int8:
-            self.streamer.quantize()
+            self.weights.quantize()
+
+    def create_stream(self) -> "DemucsDenoiser":
+        return DemucsDenoiser(engine=self)
+
+
+class DemucsDenoiser:
+    """The pipeline's Demucs stage (see `stages.Denoiser`): numpy hops in and out, one
+    `DemucsStreamer` per stream over the engine's shared weights, so separate streams never
+    share state."""
+
+    def __init__(self, model: Demucs | None = None, name: str = "demucs", hop: int | None = None, dry: float = 0.0,
+                 exact: bool = False, int8: bool = False, engine: DemucsEngine | None = None):
+        engine = engine or DemucsEngine(model, name=name, hop=hop, dry=dry, exact=exact, int8=int8)
+        self.engine = engine
+        self.name, self.hop_size = engine.name, engine.hop_size
+        self._model = engine.model
+        self.streamer = DemucsStreamer(engine.model, dry=engine.dry, lookahead=None if engine.exact else 64,
+                                       weights=engine.weights)
         # a sample may wait for a whole hop before its frame can run
-        self.latency_s = (self.streamer.latency_samples + hop - self.total_stride) / SAMPLE_RATE
+        self.latency_s = (self.streamer.latency_samples + self.hop_size - self.total_stride) / SAMPLE_RATE
 
     @property
     def total_stride(self) -> int:
@@ -624,9 +654,8 @@ class DemucsDenoiser:
         """Denoise a whole file as the offline pass does: divide by that file's `std` (measured
         beforehand) instead of a running estimate, and wait for the full look-ahead. The output
         then equals the reference implementation's offline output, still hop by hop."""
-        self.streamer = DemucsStreamer(self._model, dry=self._dry, lookahead=None, scale=float(std))
-        if self._int8:
-            self.streamer.quantize()
+        self.streamer = DemucsStreamer(self._model, dry=self.engine.dry, lookahead=None, scale=float(std),
+                                       weights=self.engine.weights)
         self.latency_s = (self.streamer.latency_samples + self.hop_size - self.total_stride) / SAMPLE_RATE
 
     def process(self, hop: np.ndarray) -> np.ndarray:

@@ -8,12 +8,15 @@ frames go straight to the incremental greedy decoder (`CtcTranscript`).
 
 from __future__ import annotations
 
+import copy
 import time
+from collections import deque
 
 import numpy as np
 import torch
 
 from asr_stream import SAMPLE_RATE
+from asr_stream.batching import Batcher
 from asr_stream.errors import UserError
 from asr_stream.recognizers.ctc_decoding import CtcTranscript, Vocabulary
 from asr_stream.recognizers.nemo_features import StreamingFeatures, module_device
@@ -21,6 +24,7 @@ from asr_stream.recognizers.nemo_model import ctc_head
 from asr_stream.stages import Hypothesis
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
+STEP_TIMES_KEPT = 2000  # the latest steps' wall times (for benchmarks); older ones are forgotten
 
 
 def is_cache_aware(model) -> bool:
@@ -34,53 +38,22 @@ def _contexts(enc) -> list[list[int]]:
     return [list(c) for c in getattr(enc, "att_context_size_all", None) or [enc.att_context_size]]
 
 
-class TorchCacheAwareSteps:
-    """Encoder + CTC head steps in PyTorch, through NeMo's `cache_aware_stream_step`."""
-
-    def __init__(self, model):
-        self.model = model
-        self.head = ctc_head(model)
-        self.device = module_device(model.encoder)
-        self.reset()
-
-    def reset(self) -> None:
-        self.caches = list(self.model.encoder.get_initial_cache_state(1, device=self.device))
-
-    def step(self, chunk: torch.Tensor, drop: int, last: bool) -> torch.Tensor:
-        """CTC log-probs (frames, labels) of one chunk of features (bands, frames)."""
-        with torch.inference_mode():
-            encoded, lengths, *caches = self.model.encoder.cache_aware_stream_step(
-                processed_signal=chunk[None].to(self.device),
-                processed_signal_length=torch.tensor([chunk.shape[1]], device=self.device),
-                cache_last_channel=self.caches[0], cache_last_time=self.caches[1],
-                cache_last_channel_len=self.caches[2], keep_all_outputs=last, drop_extra_pre_encoded=drop)
-            log_probs = self.head(encoder_output=encoded[..., :int(lengths[0])])[0]
-        self.caches = caches
-        return log_probs.float().cpu()
-
-
-class CacheAwareCtcRecognizer:
-    """A cache-aware streaming NeMo CTC model behind the Recognizer interface."""
+class CacheAwareEngine:
+    """A loaded cache-aware model with its attention context set: read-only from here on, shared
+    by every stream (`create_stream()`). Each stream keeps its own caches and hands them in with
+    each step, so concurrent streams' steps of the same shape run as one batched encoder call."""
 
     name = "nemo"
 
     def __init__(self, model, lookahead_ms: float | None = None, runtime: str = "torch", endpoint_s: float = 0.8,
-                 max_utterance_s: float = 20.0, threads: int | None = None, keep_log_probs: bool = False,
-                 restart_at_endpoints: bool = True):
-        if threads:
-            torch.set_num_threads(threads)
+                 max_utterance_s: float = 20.0, threads: int | None = None, batch: bool = True):
         if runtime not in RUNTIMES:
             raise UserError(f"--runtime {runtime}: use one of {', '.join(RUNTIMES)}")
         if not is_cache_aware(model):
             raise UserError("this NeMo model has full attention context: it streams in buffered mode "
                             "(--streaming buffered), not cache-aware")
         self.model = model
-        self.keep_log_probs = keep_log_probs  # for tests: every step's CTC log-probs
-        # Models are trained on single utterances, each starting from empty caches; carrying
-        # one utterance's context into the next after a pause is out of their training (on a
-        # stream of 40 AN4 test clips the AN4 model's WER was 41 % without restarts, 31 % with
-        # them, 30 % clip by clip). So the encoder starts afresh at each endpoint.
-        self.restart_at_endpoints = restart_at_endpoints
+        self.endpoint_s, self.max_utterance_s = endpoint_s, max_utterance_s
         enc = model.encoder
         self.frame_s = enc.subsampling_factor * model.preprocessor.featurizer.hop_length / SAMPLE_RATE
         self.lookaheads_ms = {round(c[1] * self.frame_s * 1000): c for c in _contexts(enc)}
@@ -91,9 +64,12 @@ class CacheAwareCtcRecognizer:
             if context is None:
                 raise UserError(f"--lookahead-ms {lookahead_ms:g}: this model supports "
                                 f"{', '.join(str(k) for k in sorted(self.lookaheads_ms))} ms")
+        # set once, here: the engine owns the model, so no stream can change another's context
         enc.set_default_att_context_size(context)
         enc.setup_streaming_params()
-        self.cfg = enc.streaming_cfg
+        # a copy: NeMo's step rewrites the live config's drop_extra_pre_encoded while it runs, and
+        # another stream reading it meanwhile would take a first step's value for its own
+        self.cfg = copy.deepcopy(enc.streaming_cfg)
         self.context = context
         self.lookahead_ms = round(context[1] * self.frame_s * 1000)
         # algorithmic latency: a chunk's first frame waits for the whole chunk (its own frames and
@@ -101,16 +77,94 @@ class CacheAwareCtcRecognizer:
         featurizer = model.preprocessor.featurizer
         self.latency_s = (self.cfg.chunk_size[1] * featurizer.hop_length + featurizer.n_fft // 2) / SAMPLE_RATE
         self.runtime = runtime
-        self.steps = TorchCacheAwareSteps(model)
+        self.head = ctc_head(model)
+        self.device = module_device(enc)
+        self.vocabulary = Vocabulary(list(self.head.vocabulary), getattr(model, "tokenizer", None))
+        self.onnx_session = None
         if runtime.startswith("onnx"):
+            from asr_stream.recognizers.nemo_onnx import ensure_export, session
+
+            self.onnx_session = session(ensure_export(model, f"cache-aware-{context[0]}-{context[1]}", context,
+                                                      runtime == "onnx-int8"), threads or 1)
+        self.batcher = Batcher(self._step_batch, enabled=batch)
+
+    def create_stream(self, **options) -> "CacheAwareCtcRecognizer":
+        return CacheAwareCtcRecognizer(self.model, engine=self, **options)
+
+    def initial_caches(self) -> list[torch.Tensor]:
+        return list(self.model.encoder.get_initial_cache_state(1, device=self.device))
+
+    def step(self, chunk: torch.Tensor, drop: int, last: bool, caches: list) -> tuple[torch.Tensor, list]:
+        """CTC log-probs (frames, labels) of one chunk of features (bands, frames), and the new
+        caches. Streams whose steps agree in shape (chunk frames, frames dropped, last or not,
+        cache fill) are batched."""
+        key = (chunk.shape[1], drop, last, int(caches[2][0]))
+        return self.batcher.call(key, (chunk, drop, last, caches))
+
+    def _step_batch(self, requests: list) -> list:
+        _, drop, last, _ = requests[0]
+        with torch.inference_mode():
+            chunks = torch.stack([r[0] for r in requests]).to(self.device)
+            caches = [torch.cat([r[3][i] for r in requests], dim) for i, dim in ((0, 1), (1, 1), (2, 0))]
+            encoded, lengths, *new = self.model.encoder.cache_aware_stream_step(
+                processed_signal=chunks,
+                processed_signal_length=torch.full((len(requests),), chunks.shape[2], device=self.device),
+                cache_last_channel=caches[0], cache_last_time=caches[1], cache_last_channel_len=caches[2],
+                keep_all_outputs=last, drop_extra_pre_encoded=drop)
+            log_probs = self.head(encoder_output=encoded)
+        out = []
+        for b in range(len(requests)):
+            step_caches = [new[0][:, b : b + 1].clone(), new[1][:, b : b + 1].clone(), new[2][b : b + 1].clone()]
+            out.append((log_probs[b, : int(lengths[b])].float().cpu(), step_caches))
+        return out
+
+
+class TorchCacheAwareSteps:
+    """One stream's encoder caches, stepped through the shared engine (PyTorch)."""
+
+    def __init__(self, engine: CacheAwareEngine):
+        self.engine = engine
+        self.reset()
+
+    def reset(self) -> None:
+        self.caches = self.engine.initial_caches()
+
+    def step(self, chunk: torch.Tensor, drop: int, last: bool) -> torch.Tensor:
+        log_probs, self.caches = self.engine.step(chunk, drop, last, self.caches)
+        return log_probs
+
+
+class CacheAwareCtcRecognizer:
+    """A cache-aware streaming NeMo CTC model behind the Recognizer interface: one stream's state
+    (features, caches, transcript) over a `CacheAwareEngine`."""
+
+    name = "nemo"
+
+    def __init__(self, model, lookahead_ms: float | None = None, runtime: str = "torch", endpoint_s: float = 0.8,
+                 max_utterance_s: float = 20.0, threads: int | None = None, keep_log_probs: bool = False,
+                 restart_at_endpoints: bool = True, engine: CacheAwareEngine | None = None):
+        engine = engine or CacheAwareEngine(model, lookahead_ms=lookahead_ms, runtime=runtime, endpoint_s=endpoint_s,
+                                            max_utterance_s=max_utterance_s, threads=threads)
+        self.engine = engine
+        self.model = engine.model
+        self.keep_log_probs = keep_log_probs  # for tests: every step's CTC log-probs
+        # Models are trained on single utterances, each starting from empty caches; carrying
+        # one utterance's context into the next after a pause is out of their training (on a
+        # stream of 40 AN4 test clips the AN4 model's WER was 41 % without restarts, 31 % with
+        # them, 30 % clip by clip). So the encoder starts afresh at each endpoint.
+        self.restart_at_endpoints = restart_at_endpoints
+        self.frame_s, self.lookaheads_ms = engine.frame_s, engine.lookaheads_ms
+        self.cfg, self.context, self.lookahead_ms = engine.cfg, engine.context, engine.lookahead_ms
+        self.latency_s, self.runtime = engine.latency_s, engine.runtime
+        self.steps = TorchCacheAwareSteps(engine)
+        if engine.onnx_session is not None:
             from asr_stream.recognizers.nemo_onnx import OnnxCacheAwareSteps
 
-            self.steps = OnnxCacheAwareSteps(model, context, self.steps, threads=threads or 1,
-                                             int8=runtime == "onnx-int8")
-        head = ctc_head(model)
-        self.transcript = CtcTranscript(Vocabulary(list(head.vocabulary), getattr(model, "tokenizer", None)),
-                                        self.frame_s, endpoint_s=endpoint_s, max_utterance_s=max_utterance_s)
-        self.features = StreamingFeatures(model.preprocessor)
+            self.steps = OnnxCacheAwareSteps(engine.onnx_session, self.steps)
+        self.transcript = CtcTranscript(engine.vocabulary, self.frame_s, endpoint_s=engine.endpoint_s,
+                                        max_utterance_s=engine.max_utterance_s)
+        self.features = StreamingFeatures(self.model.preprocessor)
+        self.step_times: deque[float] = deque(maxlen=STEP_TIMES_KEPT)
         self.reset()
 
     def reset(self) -> None:
@@ -118,7 +172,7 @@ class CacheAwareCtcRecognizer:
         self.transcript.reset()
         self.steps.reset()
         self._clear_features()
-        self.step_times: list[float] = []
+        self.step_times.clear()
         self.log_probs: list[torch.Tensor] | None = [] if self.keep_log_probs else None
 
     def _clear_features(self) -> None:
@@ -129,6 +183,11 @@ class CacheAwareCtcRecognizer:
 
     def accept_waveform(self, samples: np.ndarray) -> None:
         self._add_features(self.features.push(samples))
+
+    def state_size(self) -> dict[str, int]:
+        """Per-stream state that could grow with the session (tests check it stays bounded);
+        `step_times` is a fixed-size window of the latest steps."""
+        return {"feature_frames": int(self.feats.shape[1]), "utterance_tokens": len(self.transcript.tokens)}
 
     def _add_features(self, frames: torch.Tensor) -> None:
         if frames.shape[1]:

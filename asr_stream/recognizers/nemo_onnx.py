@@ -117,8 +117,8 @@ class OnnxCacheAwareSteps:
     PyTorch steps given as `torch_steps`, with the caches handed across.
     """
 
-    def __init__(self, model, context: list[int], torch_steps, threads: int = 1, int8: bool = False):
-        self.session = session(ensure_export(model, f"cache-aware-{context[0]}-{context[1]}", context, int8), threads)
+    def __init__(self, onnx_session, torch_steps):
+        self.session = onnx_session  # shared by every stream of the engine
         self.torch_steps = torch_steps
         self.reset()
 

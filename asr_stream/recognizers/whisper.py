@@ -45,18 +45,34 @@ def bundled_model_path() -> str:
 
 
 def load_decoder(model: str | None = None, device: str = "cpu", threads: int = 1, language: str | None = "en",
-                 compute_type: str | None = None) -> WhisperDecoder:
+                 compute_type: str | None = None, batch: bool = True) -> WhisperDecoder:
     import ctranslate2
 
     if device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
         raise UserError("--device cuda: no CUDA device is visible to CTranslate2")
     path = whisper_models.resolve(model)
     try:
-        return WhisperDecoder(path, device=device, threads=threads, compute_type=compute_type, language=language)
+        return WhisperDecoder(path, device=device, threads=threads, compute_type=compute_type, language=language,
+                              batch=batch)
     except UserError:
         raise
     except Exception as exc:
         raise UserError(f"cannot load Whisper model from {path}: {exc}") from None
+
+
+class WhisperEngine:
+    """A loaded Whisper (`WhisperDecoder`, shared and batched across streams) and the streaming
+    policy's settings; `create_stream()` gives one session's recogniser."""
+
+    name = "whisper"
+
+    def __init__(self, decoder: WhisperDecoder, backlog_s: float | None = 0.5, **tuning):
+        self.decoder = decoder
+        self.backlog_s = backlog_s
+        self.tuning = tuning
+
+    def create_stream(self) -> "WhisperStreamingRecognizer":
+        return WhisperStreamingRecognizer(decoder=self.decoder, backlog_s=self.backlog_s, **self.tuning)
 
 
 class WhisperStreamingRecognizer:

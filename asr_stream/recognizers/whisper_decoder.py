@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asr_stream import SAMPLE_RATE
+from asr_stream.batching import Batcher
 from asr_stream.errors import UserError
 from asr_stream.stages import Word, join_words
 
@@ -61,7 +62,7 @@ class WhisperDecoder:
     Read-only after construction: one decoder can serve many streams."""
 
     def __init__(self, model_path: str, device: str = "cpu", threads: int = 1, compute_type: str | None = None,
-                 language: str | None = "en", pad_s: float = 1.0, step_s: float = 0.5):
+                 language: str | None = "en", pad_s: float = 1.0, step_s: float = 0.5, batch: bool = True):
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
 
@@ -80,6 +81,7 @@ class WhisperDecoder:
         self.model_path = model_path
         self.pad = int(pad_s * SAMPLE_RATE)
         self.step = int(step_s * SAMPLE_RATE)
+        self.batcher = Batcher(self._decode_batch, enabled=batch)
 
     def window_samples(self, n: int) -> int:
         """How much audio (with zero padding) a buffer of `n` samples is encoded as: the encoder's
@@ -95,13 +97,22 @@ class WhisperDecoder:
         `prefix` (committed `Word`s inside the audio). Returns the words after the prefix.
         `new_audio_s` (the audio after the prefix's words) caps how many tokens may follow the
         prefix: speech runs at about 4 tokens a second, and a decoder stuck in a loop would
-        otherwise spend its time writing the loop out."""
+        otherwise spend its time writing the loop out.
+
+        Called from several streams' threads at once, the calls whose buffers encode to the same
+        window are batched into one encode (`batching.Batcher`); those that also share their
+        generation settings (the length limit, and where the start-of-transcript token sits,
+        CTranslate2's rule for a batch) are generated together too. Each decode is computed as it
+        would be alone."""
+        request = self._prepare(audio, offset_s, prompt, prefix, new_audio_s)
+        return self.batcher.call(request.features.shape[-1], request)
+
+    def _prepare(self, audio, offset_s, prompt, prefix, new_audio_s) -> "_Request":
         audio = audio[-MAX_FRAMES * FRAME :]
         dur = len(audio) / SAMPLE_RATE
         window = self.window_samples(len(audio))
         padded = np.pad(audio.astype(np.float32), (0, window - len(audio)))
         features = self.model.feature_extractor(padded)[:, : window // FRAME]
-        encoded = self.model.encode(features)
         tok = self.tokenizer
         tokens: list[int] = []
         if prompt:
@@ -112,25 +123,56 @@ class WhisperDecoder:
         prefix_tokens = tok.encode(" " + prefix_text) if prefix_text else []
         tokens += prefix_tokens
         cap = int(8 + 6 * (dur if new_audio_s is None else min(dur, new_audio_s)))
-        result = self.model.model.generate(encoded, [tokens], beam_size=1, max_length=min(448, len(tokens) + cap),
-                                           return_scores=True, return_no_speech_prob=True,
-                                           suppress_blank=not prefix_tokens, suppress_tokens=[-1])[0]
-        text_tokens = [t for t in result.sequences_ids[0] if t < tok.eot]  # starts with the forced prefix
-        new_tokens = text_tokens[len(prefix_tokens):]
-        avg_logprob = result.scores[0] / max(1, len(text_tokens))
-        new_words = self._align(encoded, text_tokens, len(prefix_tokens), len(audio) // FRAME, dur, offset_s)
-        return Decoded(new_words, float(avg_logprob), float(result.no_speech_prob),
-                       compression_ratio(tok.decode(new_tokens)), dur)
+        return _Request(np.ascontiguousarray(features, np.float32), tokens, len(prefix_tokens),
+                        min(448, len(tokens) + cap), len(audio) // FRAME, dur, offset_s, not prefix_tokens, tokens.index(tok.sot))
 
-    def _align(self, encoded, tokens: list[int], n_prefix: int, n_frames: int, dur: float,
-               offset: float) -> list[AlignedWord]:
-        """Word times for `tokens`; returns the words after the first `n_prefix` (forced) tokens."""
-        if len(tokens) <= n_prefix:
-            return []
+    def _decode_batch(self, requests: list["_Request"]) -> list[Decoded]:
+        """One encode for every request (they share a window), then one generate and one
+        alignment per group of requests that share their generation settings."""
+        import ctranslate2
+
+        encoded = self.model.encode(np.stack([r.features for r in requests]))
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault((r.max_length, r.sot_index, r.suppress_blank), []).append(i)
+        out: list[Decoded | None] = [None] * len(requests)
+        for rows in groups.values():
+            part = encoded if len(rows) == len(requests) else _select(encoded, rows, ctranslate2)
+            for i, decoded in zip(rows, self._generate(part, [requests[i] for i in rows])):
+                out[i] = decoded
+        return out
+
+    def _generate(self, encoded, requests: list["_Request"]) -> list[Decoded]:
+        import ctranslate2
+
+        tok, first = self.tokenizer, requests[0]
+        results = self.model.model.generate(encoded, [r.tokens for r in requests], beam_size=1,
+                                            max_length=first.max_length, return_scores=True,
+                                            return_no_speech_prob=True, suppress_blank=first.suppress_blank,
+                                            suppress_tokens=[-1])
+        texts = [[t for t in result.sequences_ids[0] if t < tok.eot] for result in results]  # start with the prefix
+        aligned = [i for i, (r, t) in enumerate(zip(requests, texts)) if len(t) > r.n_prefix]
+        words: dict[int, list[AlignedWord]] = {i: [] for i in range(len(requests))}
+        if aligned:
+            part = encoded if len(aligned) == len(requests) else _select(encoded, aligned, ctranslate2)
+            words.update(zip(aligned, self._align(part, [requests[i] for i in aligned], [texts[i] for i in aligned])))
+        out = []
+        for i, (r, result) in enumerate(zip(requests, results)):
+            avg_logprob = result.scores[0] / max(1, len(texts[i]))
+            out.append(Decoded(words[i], float(avg_logprob), float(result.no_speech_prob),
+                               compression_ratio(tok.decode(texts[i][r.n_prefix:])), r.dur))
+        return out
+
+    def _align(self, encoded, requests: list["_Request"], tokens: list[list[int]]) -> list[list[AlignedWord]]:
+        """Word times for each request's `tokens`; returns the words after its forced prefix."""
+        alignments = self.model.find_alignment(self.tokenizer, tokens, encoded, [r.n_frames for r in requests])
+        return [self._words(alignment, r) for alignment, r in zip(alignments, requests)]
+
+    def _words(self, alignment: list[dict], r: "_Request") -> list[AlignedWord]:
         from faster_whisper.transcribe import merge_punctuations
 
-        alignment = self.model.find_alignment(self.tokenizer, [tokens], encoded, n_frames)[0]
         merge_punctuations(alignment, PREPEND_PUNCT, APPEND_PUNCT)
+        n_prefix, dur, offset = r.n_prefix, r.dur, r.offset_s
         words, used = [], 0
         for a in alignment:
             first, used = used, used + len(a["tokens"])
@@ -151,6 +193,30 @@ class WhisperDecoder:
             words.append(AlignedWord(text, round(offset + start, 3), round(offset + max(end, start), 3),
                                      float(a.get("probability", 1.0)), glued))
         return words
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One stream's decode, ready for the model."""
+
+    features: np.ndarray  # (mels, frames) of the padded window
+    tokens: list[int]  # prompt + start sequence + forced prefix
+    n_prefix: int  # forced prefix tokens at the end of `tokens`
+    max_length: int
+    n_frames: int  # feature frames of real audio (the rest is padding)
+    dur: float
+    offset_s: float
+    suppress_blank: bool
+    sot_index: int
+
+
+def _select(encoded, rows: list[int], ctranslate2):
+    """Rows of a batch of encoder outputs, as a new StorageView (on the device they are on)."""
+    if encoded.device == "cuda":
+        import torch
+
+        return ctranslate2.StorageView.from_array(torch.as_tensor(encoded, device="cuda")[rows].contiguous())
+    return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(encoded)[rows]))
 
 
 def _languages() -> set[str]:

@@ -1,0 +1,72 @@
+"""Loaded engines, shared: each model is loaded once per process and settings, and every stream
+(the CLI's one, the load test's many, the daemon's sessions) is made from the same engines."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from asr_stream.denoisers import load_denoiser_engine
+from asr_stream.errors import UserError
+from asr_stream.recognizers import load_recognizer_engine
+from asr_stream.stages import Denoiser, DenoiserEngine, Recognizer, RecognizerEngine
+from asr_stream.threads import configure_threads
+
+_cache: dict = {}
+_lock = threading.Lock()
+
+
+@dataclass
+class Engines:
+    """The chain's two engines; `create_streams()` gives one session's denoiser and recogniser."""
+
+    denoiser: DenoiserEngine
+    recognizer: RecognizerEngine
+    gate: bool = True
+
+    def create_streams(self) -> tuple[Denoiser, Recognizer]:
+        denoiser = self.denoiser.create_stream()
+        if self.gate and denoiser.name != "none":
+            from asr_stream.denoisers.gate import GatedDenoiser
+
+            denoiser = GatedDenoiser(denoiser)
+        return denoiser, self.recognizer.create_stream()
+
+
+def stage_options(s) -> dict:
+    """The settings each stage's engine is built from (`pipeline.Settings`)."""
+    live = s.mode == "microphone" or s.pace == "realtime"  # audio arrives at wall-clock rate
+    return dict(device=s.device, threads=s.threads, model=s.model, language=s.language,
+                atten_lim_db=s.atten_lim_db, dry=s.dry, denoise_hop=s.denoise_hop,
+                denoise_exact=s.denoise_exact, denoise_int8=s.denoise_int8,
+                lookahead_ms=s.lookahead_ms, streaming=s.streaming, runtime=s.runtime, chunk_s=s.chunk_s,
+                left_s=s.left_s, right_s=s.right_s, live=live, batch=s.batch, **s.extra)
+
+
+def load_engines(s) -> Engines:
+    """The engines for settings `s`, loaded on first use and reused by every later call with the
+    same settings."""
+    if s.device not in ("cpu", "cuda"):
+        raise UserError(f"unknown device '{s.device}' (use cpu or cuda)")
+    if s.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {s.threads}")
+    if not isinstance(s.gate, bool):
+        raise UserError(f"gate must be true or false, got {s.gate!r}")
+    configure_threads(s.threads)
+    options = stage_options(s)
+    return Engines(_cached("denoiser", s.denoiser, options, load_denoiser_engine),
+                   _cached("recognizer", s.asr, options, load_recognizer_engine), gate=s.gate)
+
+
+def _cached(kind: str, spec: str, options: dict, load):
+    key = (kind, spec, repr(sorted(options.items())))
+    with _lock:  # one load at a time: two sessions asking at once get the same engine
+        if key not in _cache:
+            _cache[key] = load(spec, **options)
+        return _cache[key]
+
+
+def clear() -> None:
+    """Forget every loaded engine (tests)."""
+    with _lock:
+        _cache.clear()
