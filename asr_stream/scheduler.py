@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+from array import array
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,9 +24,10 @@ from asr_stream.errors import StageError, UserError
 from asr_stream.framer import Framer, Hop
 from asr_stream.ring_buffer import RingBuffer
 from asr_stream.sources import Source
-from asr_stream.stages import Denoiser, Hypothesis, Recognizer
+from asr_stream.stages import Denoiser, Recognizer
 
 POLL = 0.05
+BLOCK_SAMPLES = 1600  # the denoiser is handed up to 100 ms of hops at a time
 
 
 @dataclass
@@ -35,20 +37,39 @@ class StageTimes:
     busy: float = 0.0
 
 
-@dataclass
 class ChainClock:
-    """Maps the 16 kHz timeline to when each stretch of audio entered the chain."""
+    """Maps the 16 kHz timeline to when each stretch of audio entered the chain, for the last
+    `keep_s` seconds of audio (words are timed when committed, long before that): compact
+    arrays, trimmed as they go, so a session of any length holds a bounded clock."""
 
-    ends: list[int] = field(default_factory=list)
-    arrivals: list[float] = field(default_factory=list)
+    def __init__(self, keep_s: float = 600.0, sample_rate: int = 16000):
+        self.keep = int(keep_s * sample_rate)
+        self.ends = array("q")
+        self.arrivals = array("d")
+        self.forgotten = 0  # audio before this sample is no longer mapped
 
     def add(self, hop: Hop) -> None:
-        self.ends.append(hop.start + len(hop.samples))
-        self.arrivals.append(hop.arrival)
+        self.mark(hop.start + len(hop.samples), hop.arrival)
+
+    def mark(self, end: int, arrival: float) -> None:
+        """Audio up to sample `end` (exclusive) had arrived by `arrival`."""
+        self.ends.append(end)
+        self.arrivals.append(arrival)
+        if len(self.ends) > 64 and self.ends[len(self.ends) // 2] < end - self.keep:
+            half = len(self.ends) // 2
+            self.forgotten = self.ends[half - 1]
+            del self.ends[:half]
+            del self.arrivals[:half]
 
     def arrival_of(self, seconds: float, sample_rate: int = 16000) -> float | None:
-        i = bisect.bisect_left(self.ends, int(seconds * sample_rate))
+        sample = int(seconds * sample_rate)
+        if sample < self.forgotten:
+            return None
+        i = bisect.bisect_left(self.ends, sample)
         return self.arrivals[i] if i < len(self.arrivals) else None
+
+    def __len__(self) -> int:
+        return len(self.ends)
 
 
 class Chain:
@@ -125,12 +146,16 @@ class Chain:
             if self.source.error is not None:
                 return self._fail(self.source.error, "source")
             hops = self.framer.hops(timeout=POLL)
-            for hop in hops:
-                self.clock.add(hop)
-                self.audio_samples += len(hop.samples)
+            per_block = max(1, BLOCK_SAMPLES // self.denoiser.hop_size)
+            for i in range(0, len(hops), per_block):  # several hops per call: far cheaper than one by one
+                block = hops[i : i + per_block]
+                for hop in block:
+                    self.clock.add(hop)
+                    self.audio_samples += len(hop.samples)
                 if self.max_samples and self.audio_samples >= self.max_samples:
                     self.source.stop()
-                out = self._timed("denoiser", self.denoiser.process, hop.samples)
+                samples = block[0].samples if len(block) == 1 else np.concatenate([h.samples for h in block])
+                out = self._timed("denoiser", self.denoiser.process, samples)
                 if len(out) and not self._put(self._clean_q, out):
                     return
             if self.framer.finished:

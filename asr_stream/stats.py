@@ -9,6 +9,7 @@ import json
 import re
 import resource
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,28 +18,70 @@ from asr_stream import SAMPLE_RATE
 from asr_stream.stages import Hypothesis
 
 
+OPEN_UTTERANCES = 8  # utterances followed at once (a recogniser has one or two open)
+
+
 def _key(text: str) -> str:
     return re.sub(r"[^\w']", "", text.lower())
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
+def percentile(values, q: float) -> float | None:
+    if isinstance(values, RollingLatency):
+        return values.percentile(q)
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+class RollingLatency:
+    """Latencies of a session of any length in constant memory: a histogram of 5 ms bins up to
+    60 s (longer ones in the last bin) for the percentiles, and the most recent values."""
+
+    BIN_S = 0.005
+    BINS = 12000
+
+    def __init__(self, recent: int = 256):
+        self.counts = np.zeros(self.BINS, np.int32)
+        self.n = 0
+        self.total = 0.0
+        self.recent: deque[float] = deque(maxlen=recent)
+
+    def add(self, seconds: float) -> None:
+        self.counts[min(self.BINS - 1, max(0, int(seconds / self.BIN_S)))] += 1
+        self.n += 1
+        self.total += seconds
+        self.recent.append(seconds)
+
+    def merge(self, other: "RollingLatency") -> None:
+        self.counts += other.counts
+        self.n += other.n
+        self.total += other.total
+        self.recent.extend(other.recent)
+
+    def percentile(self, q: float) -> float | None:
+        """The q-th percentile, to the bin: the upper edge of the bin the rank falls in."""
+        if not self.n:
+            return None
+        rank = max(1, int(np.ceil(q / 100 * self.n)))
+        return float((np.searchsorted(np.cumsum(self.counts), rank) + 1) * self.BIN_S)
+
+    def __len__(self) -> int:
+        return self.n
 
 
 @dataclass
 class LatencyTracker:
-    """Follows each word position of each utterance across hypotheses."""
+    """Follows each word position of each utterance across hypotheses. Memory stays bounded:
+    an utterance's bookkeeping is dropped once it is final, and latencies go to histograms."""
 
-    partial: list[float] = field(default_factory=list)
-    final: list[float] = field(default_factory=list)
-    _first_seen: dict = field(default_factory=dict)  # (utt, i) -> (key, emitted_at)
+    partial: RollingLatency = field(default_factory=RollingLatency)
+    final: RollingLatency = field(default_factory=RollingLatency)
+    _first_seen: dict = field(default_factory=dict)  # utt -> {i: (key, emitted_at)}
     _committed: dict = field(default_factory=dict)  # utt -> words committed so far
 
     def observe(self, hyp: Hypothesis, arrival_of) -> None:
+        seen = self._first_seen.setdefault(hyp.utterance, {})
         for i, w in enumerate(hyp.words):
-            k = (hyp.utterance, i)
-            if k not in self._first_seen or self._first_seen[k][0] != _key(w.text):
-                self._first_seen[k] = (_key(w.text), hyp.emitted_at)
+            if i not in seen or seen[i][0] != _key(w.text):
+                seen[i] = (_key(w.text), hyp.emitted_at)
         done = self._committed.get(hyp.utterance, 0)
         stable = len(hyp.words) if hyp.final else hyp.stable
         for i in range(done, stable):
@@ -46,9 +89,21 @@ class LatencyTracker:
             arrived = arrival_of(w.end)
             if arrived is None:
                 continue
-            self.partial.append(self._first_seen[(hyp.utterance, i)][1] - arrived)
-            self.final.append(hyp.emitted_at - arrived)
+            self.partial.add(seen[i][1] - arrived)
+            self.final.add(hyp.emitted_at - arrived)
         self._committed[hyp.utterance] = max(done, stable)
+        if hyp.final:
+            self._first_seen.pop(hyp.utterance, None)
+            self._committed.pop(hyp.utterance, None)
+        while len(self._first_seen) > OPEN_UTTERANCES:  # never finalised (a failed stream): forget the oldest
+            oldest = min(self._first_seen)
+            self._first_seen.pop(oldest)
+            self._committed.pop(oldest, None)
+
+    def state_size(self) -> dict[str, int]:
+        return {"open_utterances": len(self._first_seen),
+                "tracked_words": sum(len(v) for v in self._first_seen.values()),
+                "recent_latencies": len(self.partial.recent) + len(self.final.recent)}
 
 
 def _cpu_seconds() -> float:
@@ -76,10 +131,8 @@ def summarize(chain, latency: LatencyTracker, wall_seconds: float, pace: str) ->
     }
     if realtime:
         summary["rtf"] = round(max(t.busy for t in chain.times.values()) / audio_s, 4) if audio_s else None
-        summary["latency_partial_s"] = {"p50": percentile(latency.partial, 50), "p95": percentile(latency.partial, 95),
-                                        "n": len(latency.partial)}
-        summary["latency_final_s"] = {"p50": percentile(latency.final, 50), "p95": percentile(latency.final, 95),
-                                      "n": len(latency.final)}
+        summary["latency_partial_s"] = latency_summary(latency.partial)
+        summary["latency_final_s"] = latency_summary(latency.final)
     skipped = getattr(chain.recognizer, "skipped_partials", None)
     if skipped is not None:  # live input that fell behind skips partials (never finals) to catch up
         summary["skipped_partials"] = int(skipped)
@@ -94,6 +147,10 @@ def summarize(chain, latency: LatencyTracker, wall_seconds: float, pace: str) ->
     if overflows is not None:
         summary["input_overflows"] = int(overflows)
     return summary
+
+
+def latency_summary(values) -> dict:
+    return {"p50": percentile(values, 50), "p95": percentile(values, 95), "n": len(values)}
 
 
 def format_summary(s: dict) -> str:

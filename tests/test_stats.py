@@ -12,5 +12,5 @@ def test_latency_follows_words_across_hypotheses():
     tr.observe(Hypothesis(0, (a, b2), 1, False, emitted_at=102.2), arrival_of)  # a committed 1.0 s after
     tr.observe(Hypothesis(0, (a, b), 1, False, emitted_at=102.6), arrival_of)  # b's text changed: shown anew
     tr.observe(Hypothesis(0, (a, b), 2, True, emitted_at=103.0), arrival_of)  # final
-    assert [round(x, 3) for x in tr.partial] == [0.3, 0.6]
-    assert [round(x, 3) for x in tr.final] == [1.2, 1.0]
+    assert [round(x, 3) for x in tr.partial.recent] == [0.3, 0.6]
+    assert [round(x, 3) for x in tr.final.recent] == [1.2, 1.0]
