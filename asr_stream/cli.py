@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "To denoise a file into another file instead: asr-stream denoise IN -o OUT.wav "
                     "(see asr-stream denoise --help).",
         epilog="Default chain: DeepFilterNet3 denoiser + Whisper tiny.en (both ship inside pip packages). "
-               "Subcommands: denoise (file to file, no recognition), eval (WER, latency, RTF and quality "
+               "Subcommands: denoise (file to file, no recognition), loadtest (how many real-time streams this "
+               "machine holds), eval (WER, latency, RTF and quality "
                "of chains over a dataset under noise; see asr-stream eval --help).")
     src = p.add_argument_group("input")
     src.add_argument("--audio_path", "--audio-path", dest="audio_path",
@@ -183,10 +184,98 @@ def run_denoise(argv: list[str]) -> int:
     return 0
 
 
+def build_loadtest_parser() -> argparse.ArgumentParser:
+    p = _OneLineErrors(
+        prog="asr-stream loadtest",
+        description="How many real-time streams this machine holds: N sessions of continuous real speech, fed "
+                    "at wall-clock rate with staggered starts, through one set of shared engines in this "
+                    "process. For each N: partial and final latency p50/p95, CPU per stream, RSS, dropped "
+                    "audio, skipped partials, batching; then the largest N that holds the targets.",
+        epilog="Without --streams, N doubles from 1 until a run misses a target, then the gap is halved. "
+               "Chain flags are the captioning command's (a --config preset too).")
+    p.add_argument("--streams", help="comma-separated N to run (default: search for the largest that holds)")
+    p.add_argument("--max-streams", type=int, default=64, help="search no further than this N (default 64)")
+    p.add_argument("--seconds", type=float, default=30.0, help="audio per stream (default 30)")
+    p.add_argument("--stagger-s", type=float, default=2.0, help="spread the N starts over this many seconds (default 2)")
+    p.add_argument("--audio", nargs="+", metavar="FILE",
+                   help="speech files, joined end to end per stream (default: the bundled samples)")
+    p.add_argument("--workers", type=int, help="scheduler threads (default: 2 per core)")
+    p.add_argument("--max-backlog-s", type=float, default=4.0,
+                   help="a session further behind than this drops its oldest audio, counted (default 4)")
+    p.add_argument("--final-p95", type=float, default=1.5, help="target: final latency p95 in seconds (default 1.5)")
+    p.add_argument("--no-batch", dest="batch", action="store_false", default=None,
+                   help="run each stream's model calls alone instead of batching concurrent ones")
+    p.add_argument("--json", help="write every result to this JSON file")
+    p.add_argument("--config", help="a preset from configs/ (name or path); flags override it")
+    p.add_argument("--denoiser", help="as for captioning (default deepfilternet)")
+    p.add_argument("--no-gate", dest="gate", action="store_false", default=None, help="denoiser output as it is")
+    p.add_argument("--asr", help="whisper | nemo | module:factory (default whisper)")
+    p.add_argument("--model", help="recogniser model (as for captioning)")
+    p.add_argument("--language", help="language code for multilingual models (default en)")
+    p.add_argument("--lookahead-ms", type=float, help="nemo cache-aware models: right context in ms")
+    p.add_argument("--streaming", choices=["auto", "cache-aware", "buffered"], help="nemo streaming mode")
+    p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], help="nemo runtime (default torch)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="where the recogniser runs (default cpu)")
+    p.add_argument("--threads", type=int, help="intra-op threads per model call (default 1)")
+    return p
+
+
+def run_loadtest(argv: list[str]) -> int:
+    import json
+
+    from asr_stream import loadtest
+    from asr_stream.engines import load_engines
+
+    args = build_loadtest_parser().parse_args(argv)
+    args.pace, args.mode = "realtime", "file"  # live sessions: partials are skipped when behind
+    settings = settings_from_args(args)
+    if args.seconds <= 0 or args.stagger_s < 0 or args.max_backlog_s <= 0:
+        raise UserError("--seconds and --max-backlog-s must be positive, --stagger-s not negative")
+    ladder = None
+    if args.streams:
+        try:
+            ladder = [int(n) for n in args.streams.split(",")]
+        except ValueError:
+            raise UserError(f"--streams: comma-separated whole numbers, got '{args.streams}'") from None
+        if min(ladder) < 1:
+            raise UserError("--streams: every N must be at least 1")
+    for f in args.audio or []:
+        if not os.path.isfile(f):
+            raise UserError(f"--audio: {f} does not exist")
+    files = args.audio or loadtest.default_files()
+    workers = args.workers or 2 * loadtest.cpu_count()
+    if workers < 1:
+        raise UserError("--workers must be at least 1")
+    engines = load_engines(settings)
+    targets = loadtest.Targets(final_p95_s=args.final_p95)
+    longest = max(ladder) if ladder else args.max_streams
+    print(f"loadtest: {engines.denoiser.name} + {engines.recognizer.name}, {args.seconds:g} s of speech per stream "
+          f"from {len(files)} files, {workers} workers, batching {'on' if settings.batch else 'off'}; target final "
+          f"p95 <= {args.final_p95:g} s, no dropped audio", flush=True)
+    loadtest.warm_up(engines, loadtest.speech_tracks(files, 1, 3.0)[0])
+    print(loadtest.HEADER, flush=True)
+
+    def run(n: int):
+        tracks = loadtest.speech_tracks(files, n, args.seconds)
+        return loadtest.run_load(engines, tracks, stagger_s=args.stagger_s, workers=workers,
+                                 max_backlog_s=args.max_backlog_s, targets=targets)
+
+    capacity, results = loadtest.find_capacity(run, max_streams=longest, ladder=ladder,
+                                               log=lambda line: print(line, flush=True))
+    print(f"capacity: {capacity} real-time stream{'s' if capacity != 1 else ''} hold the targets on this machine")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"capacity": capacity, "results": [r.as_dict() for r in results]}, f, indent=2)
+            f.write("\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "denoise":
         return _guarded(lambda: run_denoise(argv[1:]))
+    if argv and argv[0] == "loadtest":
+        return _guarded(lambda: run_loadtest(argv[1:]))
     if argv and argv[0] == "eval":
         from asr_stream.evaluation.cli import run_eval
 

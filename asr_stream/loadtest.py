@@ -1,0 +1,245 @@
+"""`asr-stream loadtest`: how many real-time streams this box holds.
+
+N sessions of continuous real speech (files joined end to end, each session starting at a
+different file, starts staggered) are fed at wall-clock rate into one `MultiStreamScheduler`
+over shared engines. For each N it reports partial and final latency (p50/p95), the CPU per
+stream, the process's RSS, dropped audio, skipped partials and how well calls batched; the
+largest N whose final p95 and drops meet the targets is the box's capacity.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from asr_stream import SAMPLE_RATE
+from asr_stream.errors import UserError
+from asr_stream.multistream import MultiStreamScheduler
+from asr_stream.stats import RollingLatency
+
+REPO_SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+TICK_S = 0.02  # a real-time source delivers 20 ms at a time
+
+
+@dataclass
+class Targets:
+    final_p95_s: float = 1.5
+    max_dropped_s: float = 0.0
+
+
+@dataclass
+class LoadResult:
+    streams: int
+    audio_seconds: float  # per stream
+    partial_p50_s: float | None
+    partial_p95_s: float | None
+    final_p50_s: float | None
+    final_p95_s: float | None
+    words: int  # committed words timed
+    cpu_per_stream: float  # process CPU seconds per second of one stream's audio
+    cores_used: float  # process CPU seconds per wall second
+    rss_mb: float  # the process's largest resident memory during the run
+    dropped_seconds: float
+    skipped_partials: int
+    errors: list[str]
+    mean_batch: float | None  # requests per model call, over the run
+    drain_seconds: float  # after the last audio, until every session's last final
+    holds: bool = False
+    batch: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def speech_tracks(files: list[str | Path], n: int, seconds: float) -> list[np.ndarray]:
+    """N tracks of `seconds` of continuous speech: the files end to end, track i starting at
+    file i (so no two neighbours say the same thing at the same time)."""
+    from asr_stream.evaluation.audio import load_16k
+
+    clips = [load_16k(Path(f)) for f in files]
+    clips = [c for c in clips if len(c)]
+    if not clips:
+        raise UserError("loadtest: no audio in the given files")
+    need = int(seconds * SAMPLE_RATE)
+    tracks = []
+    for i in range(n):
+        parts, total, k = [], 0, i
+        while total < need:
+            parts.append(clips[k % len(clips)])
+            total += len(parts[-1])
+            k += 1
+        tracks.append(np.concatenate(parts)[:need].astype(np.float32))
+    return tracks
+
+
+def default_files() -> list[Path]:
+    files = sorted(REPO_SAMPLES.glob("*.wav"))
+    try:
+        import pytest_audioeval
+
+        folder = Path(list(pytest_audioeval.__path__)[0]) / "samples" / "audio" / "en"
+        files += sorted(folder.glob("*.wav"))
+    except ImportError:
+        pass
+    if not files:
+        raise UserError("loadtest: give speech files with --audio FILE ...")
+    return files
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _batchers(engines) -> list:
+    out = []
+    for engine in (engines.denoiser, engines.recognizer):
+        for obj in (engine, getattr(engine, "decoder", None)):
+            b = getattr(obj, "batcher", None)
+            if b is not None:
+                out.append(b)
+    return out
+
+
+def run_load(engines, tracks: list[np.ndarray], stagger_s: float = 1.0, workers: int = 4,
+             max_backlog_s: float = 4.0, targets: Targets = Targets(), drain_timeout_s: float = 60.0) -> LoadResult:
+    """Feed every track as one real-time session, all at once (starts spread over `stagger_s`)."""
+    n = len(tracks)
+    scheduler = MultiStreamScheduler(engines, workers=workers, max_backlog_s=max_backlog_s)
+    batchers = _batchers(engines)
+    before = [(b.stats.calls, b.stats.requests) for b in batchers]
+    sessions = [scheduler.open_stream(on_hypothesis=lambda s, h: None) for _ in range(n)]
+    starts = [i * stagger_s / max(1, n) for i in range(n)]
+    fed = [0] * n
+    rss = _rss_mb()
+    cpu0, t0 = time.process_time(), time.monotonic()
+    last_rss_check = t0
+    try:
+        while True:
+            now = time.monotonic() - t0
+            active = False
+            for i, (session, track) in enumerate(zip(sessions, tracks)):
+                if fed[i] >= len(track):
+                    continue
+                active = True
+                due = min(len(track), int(max(0.0, now - starts[i]) * SAMPLE_RATE))
+                due = due // int(TICK_S * SAMPLE_RATE) * int(TICK_S * SAMPLE_RATE) if due < len(track) else due
+                if due > fed[i]:
+                    session.accept_waveform(track[fed[i]:due])
+                    fed[i] = due
+                    if fed[i] >= len(track):
+                        session.finish()
+            if not active:
+                break
+            if time.monotonic() - last_rss_check > 1.0:
+                rss, last_rss_check = max(rss, _rss_mb()), time.monotonic()
+            time.sleep(max(0.0, TICK_S - (time.monotonic() - t0 - now)))
+        fed_at = time.monotonic()
+        deadline = fed_at + drain_timeout_s
+        for s in sessions:
+            s.closed.wait(max(0.0, deadline - time.monotonic()))
+        drained = time.monotonic()
+        rss = max(rss, _rss_mb())
+        wall, cpu = drained - t0, time.process_time() - cpu0
+    finally:
+        scheduler.close()
+    partial, final = RollingLatency(), RollingLatency()
+    errors = []
+    for s in sessions:
+        partial.merge(s.latency.partial)
+        final.merge(s.latency.final)
+        if s.error is not None:
+            errors.append(f"session {s.id}: {s.error}")
+        elif not s.closed.is_set():
+            errors.append(f"session {s.id}: not finished {drain_timeout_s:g} s after its audio ended")
+    audio_s = len(tracks[0]) / SAMPLE_RATE
+    calls = sum(b.stats.calls - c for b, (c, _) in zip(batchers, before))
+    requests = sum(b.stats.requests - r for b, (_, r) in zip(batchers, before))
+    result = LoadResult(
+        streams=n, audio_seconds=round(audio_s, 2),
+        partial_p50_s=partial.percentile(50), partial_p95_s=partial.percentile(95),
+        final_p50_s=final.percentile(50), final_p95_s=final.percentile(95), words=final.n,
+        cpu_per_stream=round(cpu / (n * audio_s), 4), cores_used=round(cpu / wall, 3), rss_mb=round(rss, 1),
+        dropped_seconds=round(sum(s.dropped_samples for s in sessions) / SAMPLE_RATE, 3),
+        skipped_partials=sum(int(getattr(s.recognizer, "skipped_partials", 0)) for s in sessions),
+        errors=errors, mean_batch=round(requests / calls, 3) if calls else None,
+        drain_seconds=round(drained - fed_at, 3), batch={"calls": calls, "requests": requests})
+    result.holds = (not errors and result.dropped_seconds <= targets.max_dropped_s and result.final_p95_s is not None
+                    and result.final_p95_s <= targets.final_p95_s)
+    return result
+
+
+def find_capacity(run, max_streams: int = 64, ladder: list[int] | None = None, log=print) -> tuple[int, list[LoadResult]]:
+    """The largest N for which `run(N)` holds: the given ladder, or doubling from 1 until a run
+    fails and then halving the gap. Returns (capacity, every result in the order run)."""
+    results: dict[int, LoadResult] = {}
+
+    def probe(n: int) -> bool:
+        if n not in results:
+            results[n] = run(n)
+            log(format_result(results[n]))
+        return results[n].holds
+
+    if ladder:
+        for n in ladder:
+            probe(n)
+        held = [n for n in ladder if results[n].holds]
+        return (max(held) if held else 0), list(results.values())
+    good, bad, n = 0, None, 1
+    while n <= max_streams:
+        if probe(n):
+            good, n = n, n * 2
+        else:
+            bad = n
+            break
+    if bad is None:
+        return good, list(results.values())
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if probe(mid) else (good, mid)
+    return good, list(results.values())
+
+
+def _ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v * 1000:.0f}"
+
+
+HEADER = ("streams  partial p50/p95 ms  final p50/p95 ms  CPU/stream  cores  RSS MB  dropped s  "
+          "skipped partials  batch  holds")
+
+
+def format_result(r: LoadResult) -> str:
+    batch = "-" if r.mean_batch is None else f"{r.mean_batch:.2f}"
+    line = (f"{r.streams:7d}  {_ms(r.partial_p50_s):>7}/{_ms(r.partial_p95_s):<9}  {_ms(r.final_p50_s):>7}/"
+            f"{_ms(r.final_p95_s):<7}  {r.cpu_per_stream:10.3f}  {r.cores_used:5.2f}  {r.rss_mb:6.0f}  "
+            f"{r.dropped_seconds:9.2f}  {r.skipped_partials:16d}  {batch:>5}  {'yes' if r.holds else 'no'}")
+    if r.errors:
+        line += f"  ({len(r.errors)} failed: {r.errors[0]})"
+    return line
+
+
+def warm_up(engines, track: np.ndarray, seconds: float = 3.0) -> None:
+    """One short session first, so the first N does not pay for the models' first calls."""
+    scheduler = MultiStreamScheduler(engines, workers=1, max_backlog_s=seconds + 1)
+    try:
+        s = scheduler.open_stream(on_hypothesis=lambda *_: None)
+        s.accept_waveform(track[: int(seconds * SAMPLE_RATE)], block=True)
+        s.finish()
+        s.closed.wait(60)
+    finally:
+        scheduler.close()
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
