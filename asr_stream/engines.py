@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
@@ -40,7 +41,18 @@ def stage_options(s) -> dict:
                 atten_lim_db=s.atten_lim_db, dry=s.dry, denoise_hop=s.denoise_hop,
                 denoise_exact=s.denoise_exact, denoise_int8=s.denoise_int8,
                 lookahead_ms=s.lookahead_ms, streaming=s.streaming, runtime=s.runtime, chunk_s=s.chunk_s,
-                left_s=s.left_s, right_s=s.right_s, live=live, batch=s.batch, **s.extra)
+                left_s=s.left_s, right_s=s.right_s, live=live, batch=s.batch,
+                concurrency=model_calls_at_once(s.threads), **s.extra)
+
+
+def model_calls_at_once(threads: int) -> int:
+    """How many calls into one engine run side by side: one per core's worth of threads (the
+    scheduler's streams keep them busy; a single stream makes one call at a time anyway)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, threads))
 
 
 def load_engines(s) -> Engines:

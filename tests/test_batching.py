@@ -88,8 +88,42 @@ def test_many_threads_never_lose_a_request(n):
     assert not errors and results == {r: r + 1 for r in range(n)}
 
 
-def test_lingering_waits_for_the_batch_to_fill():
+def test_lingering_waits_for_every_recent_caller_but_a_lone_one_never_waits():
+    lone = Batcher(lambda rs: rs, linger_s=600.0)
+    t = threading.Thread(target=lone.call, args=(0, 0))
+    t.start()
+    t.join(10)
+    assert not t.is_alive()  # one caller: no company to wait for, so no ten-minute wait
     calls = []
-    b = Batcher(lambda rs: calls.append(list(rs)) or rs, max_batch=3, linger_s=5.0)
-    results, errors = _call_all(b, [1, 2, 3])
-    assert not errors and calls == [[1, 2, 3]]
+    b = Batcher(lambda rs: calls.append(list(rs)) or rs, max_batch=8, linger_s=5.0)
+    barrier = threading.Barrier(3)
+    results = {}
+
+    def caller(k):
+        for i in range(3):
+            barrier.wait(10)  # each round, the three callers arrive at about the same time
+            results[(k, i)] = b.call(0, (k, i))
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(3)]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    assert results == {(k, i): (k, i) for k in range(3) for i in range(3)}
+    assert [len(c) for c in calls[-2:]] == [3, 3]  # once all three were recent callers, each round was one batch
+
+
+def test_up_to_concurrency_batches_run_at_once():
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def run(requests):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.03)
+        with lock:
+            active[0] -= 1
+        return requests
+
+    b = Batcher(run, max_batch=1, concurrency=2)
+    results, errors = _call_all(b, list(range(8)))
+    assert not errors and len(results) == 8
+    assert peak[0] == 2

@@ -22,7 +22,7 @@ def load_recognizer_engine(spec: str, **options) -> RecognizerEngine:
         tuning = {k: options[k] for k in WHISPER_TUNING if options.get(k) is not None}
         decoder = load_decoder(options.get("model"), device=options.get("device", "cpu"),
                                threads=options.get("threads", 1), language=options.get("language", "en"),
-                               batch=options.get("batch", True))
+                               batch=options.get("batch", True), concurrency=options.get("concurrency", 1))
         return WhisperEngine(decoder, backlog_s=0.5 if options.get("live", True) else None, **tuning)
     if spec == "nemo":
         from asr_stream.recognizers.nemo_ctc import load_nemo_engine
@@ -31,7 +31,8 @@ def load_recognizer_engine(spec: str, **options) -> RecognizerEngine:
                                 runtime=options.get("runtime", "torch"), lookahead_ms=options.get("lookahead_ms"),
                                 chunk_s=options.get("chunk_s", 2.0), left_s=options.get("left_s", 1.0),
                                 right_s=options.get("right_s", 0.6), device=options.get("device", "cpu"),
-                                threads=options.get("threads", 1), batch=options.get("batch", True))
+                                threads=options.get("threads", 1), batch=options.get("batch", True),
+                                concurrency=options.get("concurrency", 1))
     if ":" in spec:
         return FactoryEngine.of(load_factory(spec, "recognizer"), options)
     raise UserError(f"unknown recognizer '{spec}' (use whisper, nemo, or module:factory)")

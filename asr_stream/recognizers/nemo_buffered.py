@@ -56,7 +56,7 @@ class BufferedEngine:
 
     def __init__(self, model, chunk_s: float = 2.0, left_s: float = 1.0, right_s: float = 0.6,
                  runtime: str = "torch", endpoint_s: float = 0.8, max_utterance_s: float = 20.0,
-                 threads: int | None = None, batch: bool = True):
+                 threads: int | None = None, batch: bool = True, concurrency: int = 1):
         if runtime not in RUNTIMES:
             raise UserError(f"--runtime {runtime}: use one of {', '.join(RUNTIMES)}")
         self.model = model
@@ -79,7 +79,7 @@ class BufferedEngine:
 
             self.onnx = OnnxOfflineModel(model, threads=threads or 1, int8=runtime == "onnx-int8")
         self.vocabulary = Vocabulary(list(self.head.vocabulary), getattr(model, "tokenizer", None))
-        self.batcher = Batcher(self._log_probs_batch, enabled=batch)
+        self.batcher = Batcher(self._log_probs_batch, enabled=batch, concurrency=concurrency)
 
     def create_stream(self, **options) -> "BufferedCtcRecognizer":
         return BufferedCtcRecognizer(self.model, engine=self, **options)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from asr_stream import SAMPLE_RATE
-from asr_stream.batching import Batcher
+from asr_stream.batching import Batcher, SharedExclusive
 from asr_stream.errors import UserError
 from asr_stream.recognizers.ctc_decoding import CtcTranscript, Vocabulary
 from asr_stream.recognizers.nemo_features import StreamingFeatures, module_device
@@ -24,7 +24,8 @@ from asr_stream.recognizers.nemo_model import ctc_head
 from asr_stream.stages import Hypothesis
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
-STEP_TIMES_KEPT = 2000  # the latest steps' wall times (for benchmarks); older ones are forgotten
+STEP_TIMES_KEPT = 2000
+LINGER_CHUNKS = 0.5  # how long a step waits for other streams' steps to batch with, in chunks  # the latest steps' wall times (for benchmarks); older ones are forgotten
 
 
 def is_cache_aware(model) -> bool:
@@ -46,7 +47,8 @@ class CacheAwareEngine:
     name = "nemo"
 
     def __init__(self, model, lookahead_ms: float | None = None, runtime: str = "torch", endpoint_s: float = 0.8,
-                 max_utterance_s: float = 20.0, threads: int | None = None, batch: bool = True):
+                 max_utterance_s: float = 20.0, threads: int | None = None, batch: bool = True,
+                 concurrency: int = 1):
         if runtime not in RUNTIMES:
             raise UserError(f"--runtime {runtime}: use one of {', '.join(RUNTIMES)}")
         if not is_cache_aware(model):
@@ -80,13 +82,24 @@ class CacheAwareEngine:
         self.head = ctc_head(model)
         self.device = module_device(enc)
         self.vocabulary = Vocabulary(list(self.head.vocabulary), getattr(model, "tokenizer", None))
-        self.onnx_session = None
+        # streams' steps come a chunk apart, at different phases: waiting up to a quarter of a chunk
+        # for the other streams' steps to arrive turns one-stream calls into batches
+        chunk_s = self.cfg.chunk_size[1] * featurizer.hop_length / SAMPLE_RATE
+        linger = LINGER_CHUNKS * chunk_s
+        # PyTorch steps run one at a time: NeMo's modules spend much of a small step in Python, so
+        # two side by side only contend for the interpreter; batching is what makes them cheaper
+        self.batcher = Batcher(self._step_batch, enabled=batch, linger_s=linger)
+        # NeMo's step rewrites the encoder's drop_extra_pre_encoded while it runs when asked for
+        # another value (a stream's first step): such steps run alone, the others side by side
+        self._model_lock = SharedExclusive()
+        self.onnx_session = self.onnx_batcher = None
         if runtime.startswith("onnx"):
             from asr_stream.recognizers.nemo_onnx import ensure_export, session
 
             self.onnx_session = session(ensure_export(model, f"cache-aware-{context[0]}-{context[1]}", context,
                                                       runtime == "onnx-int8"), threads or 1)
-        self.batcher = Batcher(self._step_batch, enabled=batch)
+            # ONNX Runtime leaves the interpreter while it runs: batches run side by side, a core each
+            self.onnx_batcher = Batcher(self._onnx_batch, enabled=batch, concurrency=concurrency, linger_s=linger)
 
     def create_stream(self, **options) -> "CacheAwareCtcRecognizer":
         return CacheAwareCtcRecognizer(self.model, engine=self, **options)
@@ -96,21 +109,37 @@ class CacheAwareEngine:
 
     def step(self, chunk: torch.Tensor, drop: int, last: bool, caches: list) -> tuple[torch.Tensor, list]:
         """CTC log-probs (frames, labels) of one chunk of features (bands, frames), and the new
-        caches. Streams whose steps agree in shape (chunk frames, frames dropped, last or not,
-        cache fill) are batched."""
-        key = (chunk.shape[1], drop, last, int(caches[2][0]))
+        caches. Streams whose steps agree in shape (chunk frames, frames dropped, last or not) are
+        batched; their caches may be filled to different lengths (NeMo masks each one's own)."""
+        key = (chunk.shape[1], drop, last)
         return self.batcher.call(key, (chunk, drop, last, caches))
+
+    def onnx_step(self, chunk: np.ndarray, caches: list[np.ndarray]) -> tuple[torch.Tensor, list[np.ndarray]]:
+        """A steady-state step through the ONNX export (batch-first caches), batched like `step`."""
+        return self.onnx_batcher.call(chunk.shape[1], (chunk, caches))
+
+    def _onnx_batch(self, requests: list) -> list:
+        n = len(requests)
+        log_probs, lengths, *new = self.onnx_session.run(None, {
+            "audio_signal": np.stack([c for c, _ in requests]),
+            "length": np.full(n, requests[0][0].shape[1], np.int64),
+            "cache_last_channel": np.concatenate([k[0] for _, k in requests]),
+            "cache_last_time": np.concatenate([k[1] for _, k in requests]),
+            "cache_last_channel_len": np.concatenate([k[2] for _, k in requests])})
+        return [(torch.from_numpy(log_probs[b, : int(lengths[b])].copy()), [x[b : b + 1].copy() for x in new])
+                for b in range(n)]
 
     def _step_batch(self, requests: list) -> list:
         _, drop, last, _ = requests[0]
-        with torch.inference_mode():
+        steady = drop == self.cfg.drop_extra_pre_encoded
+        with (self._model_lock.shared() if steady else self._model_lock.exclusive()), torch.inference_mode():
             chunks = torch.stack([r[0] for r in requests]).to(self.device)
             caches = [torch.cat([r[3][i] for r in requests], dim) for i, dim in ((0, 1), (1, 1), (2, 0))]
             encoded, lengths, *new = self.model.encoder.cache_aware_stream_step(
                 processed_signal=chunks,
                 processed_signal_length=torch.full((len(requests),), chunks.shape[2], device=self.device),
                 cache_last_channel=caches[0], cache_last_time=caches[1], cache_last_channel_len=caches[2],
-                keep_all_outputs=last, drop_extra_pre_encoded=drop)
+                keep_all_outputs=last, drop_extra_pre_encoded=None if steady else drop)
             log_probs = self.head(encoder_output=encoded)
         out = []
         for b in range(len(requests)):
@@ -160,7 +189,7 @@ class CacheAwareCtcRecognizer:
         if engine.onnx_session is not None:
             from asr_stream.recognizers.nemo_onnx import OnnxCacheAwareSteps
 
-            self.steps = OnnxCacheAwareSteps(engine.onnx_session, self.steps)
+            self.steps = OnnxCacheAwareSteps(engine.onnx_step, self.steps)
         self.transcript = CtcTranscript(engine.vocabulary, self.frame_s, endpoint_s=engine.endpoint_s,
                                         max_utterance_s=engine.max_utterance_s)
         self.features = StreamingFeatures(self.model.preprocessor)

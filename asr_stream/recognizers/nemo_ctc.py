@@ -17,7 +17,8 @@ STREAMING = ("auto", "cache-aware", "buffered")
 
 def load_nemo_engine(model_spec: str | None, streaming: str = "auto", runtime: str = "torch",
                      lookahead_ms: float | None = None, chunk_s: float = 2.0, left_s: float = 1.0,
-                     right_s: float = 0.6, device: str = "cpu", threads: int = 1, batch: bool = True):
+                     right_s: float = 0.6, device: str = "cpu", threads: int = 1, batch: bool = True,
+                     concurrency: int = 1):
     """The engine for the `.nemo` (or pretrained name) `model_spec`: cache-aware or buffered."""
     if streaming not in STREAMING:
         raise UserError(f"--streaming {streaming}: use one of {', '.join(STREAMING)}")
@@ -25,12 +26,13 @@ def load_nemo_engine(model_spec: str | None, streaming: str = "auto", runtime: s
     if streaming == "auto":
         streaming = "cache-aware" if is_cache_aware(model) else "buffered"
     if streaming == "cache-aware":
-        return CacheAwareEngine(model, lookahead_ms=lookahead_ms, runtime=runtime, threads=threads, batch=batch)
+        return CacheAwareEngine(model, lookahead_ms=lookahead_ms, runtime=runtime, threads=threads, batch=batch,
+                                concurrency=concurrency)
     if lookahead_ms is not None:
         raise UserError("--lookahead-ms is for cache-aware streaming; buffered streaming takes "
                         "--chunk-s/--left-s/--right-s")
     return BufferedEngine(model, chunk_s=chunk_s, left_s=left_s, right_s=right_s, runtime=runtime, threads=threads,
-                          batch=batch)
+                          batch=batch, concurrency=concurrency)
 
 
 def create_nemo_recognizer(model_spec: str | None, **options):

@@ -117,8 +117,8 @@ class OnnxCacheAwareSteps:
     PyTorch steps given as `torch_steps`, with the caches handed across.
     """
 
-    def __init__(self, onnx_session, torch_steps):
-        self.session = onnx_session  # shared by every stream of the engine
+    def __init__(self, onnx_step, torch_steps):
+        self.onnx_step = onnx_step  # the engine's (shared session, batched across streams)
         self.torch_steps = torch_steps
         self.reset()
 
@@ -139,8 +139,5 @@ class OnnxCacheAwareSteps:
             self.caches = [np.ascontiguousarray(c[0].transpose(0, 1).numpy()),
                            np.ascontiguousarray(c[1].transpose(0, 1).numpy()), c[2].numpy()]
             return log_probs
-        log_probs, lengths, *self.caches = self.session.run(None, {
-            "audio_signal": np.ascontiguousarray(chunk.numpy())[None], "length": np.array([chunk.shape[1]], np.int64),
-            "cache_last_channel": self.caches[0], "cache_last_time": self.caches[1],
-            "cache_last_channel_len": self.caches[2]})
-        return torch.from_numpy(log_probs[0, :int(lengths[0])])
+        log_probs, self.caches = self.onnx_step(np.ascontiguousarray(chunk.numpy(), np.float32), self.caches)
+        return log_probs

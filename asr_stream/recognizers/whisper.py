@@ -45,7 +45,7 @@ def bundled_model_path() -> str:
 
 
 def load_decoder(model: str | None = None, device: str = "cpu", threads: int = 1, language: str | None = "en",
-                 compute_type: str | None = None, batch: bool = True) -> WhisperDecoder:
+                 compute_type: str | None = None, batch: bool = True, concurrency: int = 1) -> WhisperDecoder:
     import ctranslate2
 
     if device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
@@ -53,7 +53,7 @@ def load_decoder(model: str | None = None, device: str = "cpu", threads: int = 1
     path = whisper_models.resolve(model)
     try:
         return WhisperDecoder(path, device=device, threads=threads, compute_type=compute_type, language=language,
-                              batch=batch)
+                              batch=batch, concurrency=concurrency)
     except UserError:
         raise
     except Exception as exc:

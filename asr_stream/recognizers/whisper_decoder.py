@@ -62,13 +62,14 @@ class WhisperDecoder:
     Read-only after construction: one decoder can serve many streams."""
 
     def __init__(self, model_path: str, device: str = "cpu", threads: int = 1, compute_type: str | None = None,
-                 language: str | None = "en", pad_s: float = 1.0, step_s: float = 0.5, batch: bool = True):
+                 language: str | None = "en", pad_s: float = 1.0, step_s: float = 0.5, batch: bool = True,
+                 concurrency: int = 1):
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
 
         compute_type = compute_type or ("float16" if device == "cuda" else "int8")
         self.model = WhisperModel(model_path, device=device, compute_type=compute_type, cpu_threads=threads,
-                                  num_workers=1)
+                                  num_workers=concurrency)  # model replicas: calls that run side by side
         self.multilingual = self.model.model.is_multilingual
         if self.multilingual and language and language not in _languages():
             raise UserError(f"--language: unknown language code '{language}' (e.g. en, ko, de, fr, ja)")
@@ -81,7 +82,7 @@ class WhisperDecoder:
         self.model_path = model_path
         self.pad = int(pad_s * SAMPLE_RATE)
         self.step = int(step_s * SAMPLE_RATE)
-        self.batcher = Batcher(self._decode_batch, enabled=batch)
+        self.batcher = Batcher(self._decode_batch, enabled=batch, concurrency=concurrency)
 
     def window_samples(self, n: int) -> int:
         """How much audio (with zero padding) a buffer of `n` samples is encoded as: the encoder's
