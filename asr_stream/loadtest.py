@@ -103,9 +103,10 @@ def _batchers(engines) -> list:
     out = []
     for engine in (engines.denoiser, engines.recognizer):
         for obj in (engine, getattr(engine, "decoder", None)):
-            b = getattr(obj, "batcher", None)
-            if b is not None:
-                out.append(b)
+            for name in ("batcher", "onnx_batcher"):
+                b = getattr(obj, name, None)
+                if b is not None:
+                    out.append(b)
     return out
 
 
