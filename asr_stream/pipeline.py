@@ -70,12 +70,14 @@ def build_stages(s: Settings):
     return load_engines(s).create_streams()
 
 
-def build_chain(s: Settings, source=None, stages=None, keep_denoised: bool = False) -> Chain:
+def build_chain(s: Settings, source=None, stages=None, keep_denoised: bool = False,
+                clock_s: float | None = 600.0) -> Chain:
     if s.max_seconds is not None and s.max_seconds <= 0:
         raise UserError(f"--max-seconds must be positive, got {s.max_seconds}")
     denoiser, recognizer = stages or build_stages(s)
     source = source or make_source(s)
-    return Chain(source, denoiser, recognizer, max_seconds=s.max_seconds, keep_denoised=keep_denoised)
+    return Chain(source, denoiser, recognizer, max_seconds=s.max_seconds, keep_denoised=keep_denoised,
+                 clock_s=clock_s)
 
 
 def run(s: Settings, captions: Captions | None = None, writer: CaptionWriter | None = None,

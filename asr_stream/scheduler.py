@@ -42,8 +42,8 @@ class ChainClock:
     `keep_s` seconds of audio (words are timed when committed, long before that): compact
     arrays, trimmed as they go, so a session of any length holds a bounded clock."""
 
-    def __init__(self, keep_s: float = 600.0, sample_rate: int = 16000):
-        self.keep = int(keep_s * sample_rate)
+    def __init__(self, keep_s: float | None = 600.0, sample_rate: int = 16000):
+        self.keep = int(keep_s * sample_rate) if keep_s is not None else None  # None: keep everything
         self.ends = array("q")
         self.arrivals = array("d")
         self.forgotten = 0  # audio before this sample is no longer mapped
@@ -55,7 +55,7 @@ class ChainClock:
         """Audio up to sample `end` (exclusive) had arrived by `arrival`."""
         self.ends.append(end)
         self.arrivals.append(arrival)
-        if len(self.ends) > 64 and self.ends[len(self.ends) // 2] < end - self.keep:
+        if self.keep is not None and len(self.ends) > 64 and self.ends[len(self.ends) // 2] < end - self.keep:
             half = len(self.ends) // 2
             self.forgotten = self.ends[half - 1]
             del self.ends[:half]
@@ -75,12 +75,12 @@ class ChainClock:
 class Chain:
     def __init__(self, source: Source, denoiser: Denoiser, recognizer: Recognizer,
                  ring_seconds: float = 10.0, queue_hops: int = 1000, max_seconds: float | None = None,
-                 keep_denoised: bool = False):
+                 keep_denoised: bool = False, clock_s: float | None = 600.0):
         self.source, self.denoiser, self.recognizer = source, denoiser, recognizer
         self.denoised: list[np.ndarray] | None = [] if keep_denoised else None  # what the recogniser heard
         self.ring = RingBuffer(int(source.sample_rate * ring_seconds))
         self.framer = Framer(self.ring, source.sample_rate, denoiser.hop_size)
-        self.clock = ChainClock()
+        self.clock = ChainClock(keep_s=clock_s)  # None (evaluations): every word of the input can be timed
         self.times = {"denoiser": StageTimes(), "recognizer": StageTimes()}
         self.audio_samples = 0
         self.max_samples = int(max_seconds * 16000) if max_seconds else None  # stop input after this much audio

@@ -248,3 +248,10 @@ def test_a_long_real_session_holds_constant_state(speech):
     assert len(first) > 20 and len(last) > 20
     for key in first[0]:
         assert max(z[key] for z in last) <= 2 * max(z[key] for z in first) + 8, key
+
+
+def test_an_unbounded_clock_times_every_word_of_a_long_input():
+    clock = ChainClock(keep_s=None)
+    for k in range(20 * 60 * 100):  # 20 minutes of 10 ms hops
+        clock.mark((k + 1) * 160, float(k))
+    assert clock.arrival_of(0.001) == 0.0 and len(clock) == 20 * 60 * 100

@@ -127,7 +127,7 @@ def run_plan(plan: EvalPlan, progress=None) -> bool:
                 for stage in stages:
                     stage.reset()
                 chain = build_chain(settings, source=FileSource(path, pace=plan.pace), stages=stages,
-                                    keep_denoised=plan.quality)
+                                    keep_denoised=plan.quality, clock_s=None)  # word delays over the whole clip
                 words = WordLatency(refs[u.key])
                 cpu0 = time.process_time()
                 summary, finals = run(settings, chain=chain, handle_signals=False, on_hypothesis=words.observe)
