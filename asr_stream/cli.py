@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "To denoise a file into another file instead: asr-stream denoise IN -o OUT.wav "
                     "(see asr-stream denoise --help).",
         epilog="Default chain: DeepFilterNet3 denoiser + Whisper tiny.en (both ship inside pip packages). "
-               "Subcommands: denoise (file to file, no recognition), loadtest (how many real-time streams this "
+               "Subcommands: serve (the captioning daemon: WebSocket sessions, a browser page, probes and metrics; "
+               "see asr-stream serve --help), denoise (file to file, no recognition), loadtest (how many real-time streams this "
                "machine holds), eval (WER, latency, RTF and quality "
                "of chains over a dataset under noise; see asr-stream eval --help).")
     src = p.add_argument_group("input")
@@ -35,7 +36,26 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--input-device", help="microphone: device index or name (default: the system default input)")
     src.add_argument("--list-devices", action="store_true", help="list input devices and exit")
     src.add_argument("--max-seconds", type=float, help="stop after this many seconds of audio")
-    chain = p.add_argument_group("chain")
+    add_chain_args(p.add_argument_group("chain"))
+    remote = p.add_argument_group("daemon client")
+    remote.add_argument("--server", metavar="URL",
+                        help="caption through a running 'asr-stream serve' at ws://HOST:PORT instead of a local "
+                             "chain (the server's chain is used; input and output flags work as they do locally)")
+    remote.add_argument("--token", help="the server's token (default: $ASR_STREAM_TOKEN)")
+    out = p.add_argument_group("output")
+    out.add_argument("--timestamps", action="store_true", help="prefix each caption with its start and end time")
+    out.add_argument("--output", help="write finals to FILE (.jsonl, .srt, .vtt or .txt)")
+    out.add_argument("--stats-json", help="write the run's summary to this JSON file")
+    out.add_argument("--quiet", action="store_true", help="no summary line on stderr")
+    p.add_argument("--version", action="version", version=f"asr-stream {__version__}")
+    return p
+
+
+CHAIN_DESTS: list[str] = []  # filled by add_chain_args: the flags that choose the chain
+
+
+def add_chain_args(chain) -> None:
+    """The chain's flags: the captioning command's and the daemon's are the same."""
     chain.add_argument("--config", help="a preset from configs/ (name or path); flags override it")
     chain.add_argument("--denoiser", help="none | deepfilternet | gtcrn | rnnoise | dns48 | dns64 | master64 | FILE.th | NAME "
                        "(checkpoints/NAME.th) | demucs (the .th in checkpoints/) | module:factory "
@@ -73,13 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     chain.add_argument("--device", choices=["cpu", "cuda"],
                        help="where the recogniser runs (default cpu); DeepFilterNet always runs on the CPU")
     chain.add_argument("--threads", type=int, help="intra-op threads per stage (default 1)")
-    out = p.add_argument_group("output")
-    out.add_argument("--timestamps", action="store_true", help="prefix each caption with its start and end time")
-    out.add_argument("--output", help="write finals to FILE (.jsonl, .srt, .vtt or .txt)")
-    out.add_argument("--stats-json", help="write the run's summary to this JSON file")
-    out.add_argument("--quiet", action="store_true", help="no summary line on stderr")
-    p.add_argument("--version", action="version", version=f"asr-stream {__version__}")
-    return p
+    CHAIN_DESTS[:] = [a.dest for a in chain._group_actions]
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -116,9 +130,19 @@ def run_captions(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if settings.mode == "microphone" and settings.audio_path:
         raise UserError("give either --audio_path or --mode microphone, not both")
+    if args.server:
+        given = [f"--{a.replace('_', '-')}" for a in CHAIN_DESTS if getattr(args, a, None) is not None]
+        if given:
+            raise UserError(f"{given[0]} is the server's choice: with --server only input and output flags apply")
     writer = CaptionWriter(args.output) if args.output else None
     captions = Captions(timestamps=args.timestamps)
-    summary, _ = run(settings, captions=captions, writer=writer)
+    if args.server:
+        from asr_stream.remote import run_remote
+
+        token = args.token or os.environ.get("ASR_STREAM_TOKEN") or None
+        summary, _ = run_remote(settings, args.server, captions=captions, writer=writer, token=token)
+    else:
+        summary, _ = run(settings, captions=captions, writer=writer)
     if not args.quiet:
         print(format_summary(summary), file=sys.stderr)
     if args.stats_json:
@@ -206,6 +230,10 @@ def build_loadtest_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-batch", dest="batch", action="store_false", default=None,
                    help="run each stream's model calls alone instead of batching concurrent ones")
     p.add_argument("--json", help="write every result to this JSON file")
+    p.add_argument("--server", metavar="URL",
+                   help="load a running 'asr-stream serve' at ws://HOST:PORT over WebSockets instead of engines in "
+                        "this process (chain flags are then the server's; CPU and RSS come from its /metrics)")
+    p.add_argument("--token", help="the server's token (default: $ASR_STREAM_TOKEN)")
     p.add_argument("--config", help="a preset from configs/ (name or path); flags override it")
     p.add_argument("--denoiser", help="as for captioning (default deepfilternet)")
     p.add_argument("--no-gate", dest="gate", action="store_false", default=None, help="denoiser output as it is")
@@ -270,10 +298,62 @@ def run_loadtest(argv: list[str]) -> int:
     return 0
 
 
+def build_serve_parser() -> argparse.ArgumentParser:
+    p = _OneLineErrors(
+        prog="asr-stream serve",
+        description="The captioning daemon: engines loaded once, each WebSocket session a stream over them "
+                    f"(ws://HOST:PORT/v1/stream); a caption page at /, probes at /healthz and /readyz, Prometheus "
+                    "metrics at /metrics. SIGTERM or Ctrl-C drains: no new sessions, in-flight ones get their last "
+                    "finals and close 1001, then exit 0.",
+        epilog="Chain flags are the captioning command's (a --config preset too). The protocol is in the README.")
+    net = p.add_argument_group("server")
+    net.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    net.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    net.add_argument("--max-sessions", type=int, default=8,
+                     help="sessions at once; past it handshakes get HTTP 503 (default 8)")
+    net.add_argument("--max-session-seconds", type=float, help="wall-clock limit per session (default none)")
+    net.add_argument("--max-frame-bytes", type=int, default=1 << 20, help="largest audio frame (default 1 MiB)")
+    net.add_argument("--token", help="require this token (Authorization: Bearer or ?token=); default "
+                                     "$ASR_STREAM_TOKEN, none if unset")
+    net.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                     help="a web origin (https://host:port) whose pages may open sessions, besides this server's "
+                          "own page; repeat for more, * for any")
+    net.add_argument("--drain-seconds", type=float, default=20.0,
+                     help="on SIGTERM, how long in-flight sessions get to finish (default 20)")
+    net.add_argument("--workers", type=int, help="scheduler threads (default: 2 per core)")
+    net.add_argument("--max-backlog-s", type=float, default=4.0,
+                     help="a live session further behind than this drops its oldest audio, counted (default 4)")
+    net.add_argument("--instance", help="this daemon's name in messages, logs and /readyz (default host:pid)")
+    net.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines (default text)")
+    net.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                     help="skip the short warm-up session before the first client")
+    add_chain_args(p.add_argument_group("chain"))
+    return p
+
+
+def run_serve(argv: list[str]) -> int:
+    from asr_stream.server import ServerConfig, serve
+
+    args = build_serve_parser().parse_args(argv)
+    args.pace, args.mode = "realtime", "file"  # engines for live sessions; file sessions ask with ?pace=fast
+    settings = settings_from_args(args)
+    if args.workers is not None and args.workers < 1:
+        raise UserError("--workers must be at least 1")
+    config = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
+                          max_session_s=args.max_session_seconds, max_frame_bytes=args.max_frame_bytes,
+                          token=args.token if args.token is not None else os.environ.get("ASR_STREAM_TOKEN") or None,
+                          allow_origins=tuple(o.rstrip("/") for o in args.allow_origin), drain_s=args.drain_seconds,
+                          workers=args.workers, max_backlog_s=args.max_backlog_s, warm_up=args.warm_up,
+                          **({"instance": args.instance} if args.instance else {}))
+    return serve(settings, config, log_format=args.log_format)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "denoise":
         return _guarded(lambda: run_denoise(argv[1:]))
+    if argv and argv[0] == "serve":
+        return _guarded(lambda: run_serve(argv[1:]))
     if argv and argv[0] == "loadtest":
         return _guarded(lambda: run_loadtest(argv[1:]))
     if argv and argv[0] == "eval":

@@ -25,12 +25,17 @@ class Engines:
     recognizer: RecognizerEngine
     gate: bool = True
 
-    def create_streams(self) -> tuple[Denoiser, Recognizer]:
+    def create_streams(self, live: bool | None = None) -> tuple[Denoiser, Recognizer]:
+        """`live`: the stream's audio comes at wall-clock rate (True) or as fast as it is read
+        (False); None keeps what the engines were loaded for. Only engines whose streams behave
+        differently when live (`paced_streams`) are told."""
         denoiser = self.denoiser.create_stream()
         if self.gate and denoiser.name != "none":
             from asr_stream.denoisers.gate import GatedDenoiser
 
             denoiser = GatedDenoiser(denoiser)
+        if live is not None and getattr(self.recognizer, "paced_streams", False):
+            return denoiser, self.recognizer.create_stream(live=live)
         return denoiser, self.recognizer.create_stream()
 
 

@@ -22,6 +22,15 @@ class Hop:
     arrival: float  # monotonic time at which its last sample reached the ring buffer
 
 
+def sanitize(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Audio fit for the stages: NaN/Inf replaced by 0 (and counted), clipped to [-1, 1]."""
+    bad = ~np.isfinite(x)
+    n = int(bad.sum())
+    if n:
+        x = np.where(bad, 0.0, x).astype(np.float32)
+    return np.clip(x, -1.0, 1.0), n
+
+
 class Framer:
     def __init__(self, ring: RingBuffer, input_rate: int, hop_size: int):
         self.ring = ring
@@ -34,11 +43,9 @@ class Framer:
         self.finished = False
 
     def _clean(self, x: np.ndarray) -> np.ndarray:
-        bad = ~np.isfinite(x)
-        if bad.any():
-            self.sanitized += int(bad.sum())
-            x = np.where(bad, 0.0, x).astype(np.float32)
-        return np.clip(x, -1.0, 1.0)
+        x, bad = sanitize(x)
+        self.sanitized += bad
+        return x
 
     def hops(self, timeout: float = 0.1) -> list[Hop]:
         """The hops that are ready now (possibly none); after end of stream, the last partial

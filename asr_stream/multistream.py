@@ -44,10 +44,10 @@ class Session:
     `events` (a queue ending with None) or through the scheduler's `on_hypothesis`."""
 
     def __init__(self, scheduler: "MultiStreamScheduler", session_id: int, engines: Engines,
-                 max_backlog_s: float, on_hypothesis: Callable | None):
+                 max_backlog_s: float, on_hypothesis: Callable | None, live: bool | None = None):
         self.id = session_id
         self.scheduler = scheduler
-        self.denoiser, self.recognizer = engines.create_streams()
+        self.denoiser, self.recognizer = engines.create_streams(live=live)
         self.hop = self.denoiser.hop_size
         self.block = max(1, BLOCK_SAMPLES // self.hop) * self.hop  # several hops per call: a tenth of the cost
         self.max_backlog = int(max_backlog_s * SAMPLE_RATE)
@@ -71,6 +71,7 @@ class Session:
         self.processed_samples = 0  # on the recogniser's timeline (dropped audio is not on it)
         self.dropped_samples = 0
         self.busy_s = 0.0  # worker seconds spent on this session
+        self.stage_busy_s = {"denoiser": 0.0, "recognizer": 0.0}
         self.opened_at = time.monotonic()
 
     # -- the client's side --------------------------------------------------------------
@@ -114,6 +115,19 @@ class Session:
             self._finishing = True
             self._wake()
 
+    def cancel(self) -> int:
+        """The client is gone: its pending audio is discarded (and returned as a count), and
+        the session closes after at most one more turn, freeing its slot."""
+        with self._lock:
+            discarded = self._pending_samples
+            self._pending.clear()
+            self._pending_samples = 0
+            self._carry = np.zeros(0, np.float32)
+            self._room.notify_all()
+            self._finishing = True
+            self._wake()
+        return discarded
+
     @property
     def backlog_s(self) -> float:
         return self._pending_samples / SAMPLE_RATE
@@ -124,6 +138,28 @@ class Session:
                 "dropped_seconds": round(self.dropped_samples / SAMPLE_RATE, 3),
                 "skipped_partials": int(getattr(self.recognizer, "skipped_partials", 0)),
                 "busy_seconds": round(self.busy_s, 3), "error": str(self.error) if self.error else None}
+
+    def summary(self, live: bool) -> dict:
+        """The session's summary, in the CLI's shape (`stats.summarize`), for its client."""
+        from asr_stream.stats import latency_summary
+
+        audio_s = self.processed_samples / SAMPLE_RATE
+        wall = time.monotonic() - self.opened_at
+        rtf = lambda v: round(v / audio_s, 4) if audio_s else None  # noqa: E731
+        out = {"session": self.id, "audio_seconds": round(audio_s, 3), "wall_seconds": round(wall, 3),
+               "rtf": rtf(max(self.stage_busy_s.values()) if live else wall),
+               "rtf_stages": {k: rtf(v) for k, v in self.stage_busy_s.items()},
+               "pace": "realtime" if live else "fast",
+               "dropped_samples": int(self.dropped_samples),
+               "dropped_frames": int(-(-self.dropped_samples // self.hop)),
+               "denoiser": self.denoiser.name, "recognizer": self.recognizer.name}
+        if live:
+            out["latency_partial_s"] = latency_summary(self.latency.partial)
+            out["latency_final_s"] = latency_summary(self.latency.final)
+        skipped = getattr(self.recognizer, "skipped_partials", None)
+        if skipped is not None:
+            out["skipped_partials"] = int(skipped)
+        return out
 
     def state_size(self) -> dict[str, int]:
         """Per-session state that could grow with the session's length (tests check it does not)."""
@@ -189,14 +225,18 @@ class Session:
                 continue
             self.clock.mark(self.processed_samples + n, arrival)
             self.processed_samples += n
+            t0 = time.perf_counter()
             clean = [self.denoiser.process(x[i : i + self.block]) for i in range(0, n, self.block)]
+            self.stage_busy_s["denoiser"] += time.perf_counter() - t0
             clean = [c for c in clean if len(c)]
             if clean:
                 clean = np.concatenate(clean)
                 self._denoised += len(clean)
                 self.recognizer.accept_waveform(clean)
         if chunks:
+            t0 = time.perf_counter()
             out += self.recognizer.decode()
+            self.stage_busy_s["recognizer"] += time.perf_counter() - t0
         return out
 
     def _flush(self) -> list[Hypothesis]:
@@ -238,11 +278,13 @@ class MultiStreamScheduler:
         for t in self._workers:
             t.start()
 
-    def open_stream(self, on_hypothesis: Callable | None = None, engines: Engines | None = None) -> Session:
+    def open_stream(self, on_hypothesis: Callable | None = None, engines: Engines | None = None,
+                    live: bool | None = None) -> Session:
         """A new session (over `engines`, by default the scheduler's). `on_hypothesis(session, hyp)`
         is called from a worker for each hypothesis (and with None at the end); without it they go
-        to `session.events`."""
-        session = Session(self, next(self._ids), engines or self.engines, self.max_backlog_s, on_hypothesis)
+        to `session.events`. `live` says whether its audio comes at wall-clock rate (None: as the
+        engines were loaded for); a recogniser that sheds partials when behind does so only live."""
+        session = Session(self, next(self._ids), engines or self.engines, self.max_backlog_s, on_hypothesis, live)
         with self._lock:
             self._open[session.id] = session
         return session

@@ -11,6 +11,7 @@ import resource
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -76,6 +77,7 @@ class LatencyTracker:
     final: RollingLatency = field(default_factory=RollingLatency)
     _first_seen: dict = field(default_factory=dict)  # utt -> {i: (key, emitted_at)}
     _committed: dict = field(default_factory=dict)  # utt -> words committed so far
+    listener: Callable[[str, float], None] | None = field(default=None, compare=False)  # ("partial"|"final", s)
 
     def observe(self, hyp: Hypothesis, arrival_of) -> None:
         seen = self._first_seen.setdefault(hyp.utterance, {})
@@ -91,6 +93,9 @@ class LatencyTracker:
                 continue
             self.partial.add(seen[i][1] - arrived)
             self.final.add(hyp.emitted_at - arrived)
+            if self.listener is not None:
+                self.listener("partial", seen[i][1] - arrived)
+                self.listener("final", hyp.emitted_at - arrived)
         self._committed[hyp.utterance] = max(done, stable)
         if hyp.final:
             self._first_seen.pop(hyp.utterance, None)

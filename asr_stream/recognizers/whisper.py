@@ -65,14 +65,17 @@ class WhisperEngine:
     policy's settings; `create_stream()` gives one session's recogniser."""
 
     name = "whisper"
+    paced_streams = True  # a live stream sheds partials when behind; a file's never does
+    LIVE_BACKLOG_S = 0.5
 
-    def __init__(self, decoder: WhisperDecoder, backlog_s: float | None = 0.5, **tuning):
+    def __init__(self, decoder: WhisperDecoder, backlog_s: float | None = LIVE_BACKLOG_S, **tuning):
         self.decoder = decoder
         self.backlog_s = backlog_s
         self.tuning = tuning
 
-    def create_stream(self) -> "WhisperStreamingRecognizer":
-        return WhisperStreamingRecognizer(decoder=self.decoder, backlog_s=self.backlog_s, **self.tuning)
+    def create_stream(self, live: bool | None = None) -> "WhisperStreamingRecognizer":
+        backlog = self.backlog_s if live is None else (self.LIVE_BACKLOG_S if live else None)
+        return WhisperStreamingRecognizer(decoder=self.decoder, backlog_s=backlog, **self.tuning)
 
 
 class WhisperStreamingRecognizer:

@@ -1,0 +1,569 @@
+"""`asr-stream serve`: the captioning daemon. Sessions over one set of shared engines, through
+the multi-stream scheduler, on WebSockets (aiohttp); HTTP probes, Prometheus metrics and a
+caption page for the browser.
+
+    client --PCM frames--> Connection --16 kHz--> Session (scheduler workers)
+    Session --hypotheses (worker thread)--> Connection's outbox --JSON--> client
+
+The protocol is in `protocol.py`. Everything a client sends is checked before it reaches the
+chain; a client can end, break or abandon only its own session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from importlib import resources
+from urllib.parse import urlsplit
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from asr_stream import SAMPLE_RATE, __version__
+from asr_stream import protocol as p
+from asr_stream.errors import UserError
+from asr_stream.framer import sanitize
+from asr_stream.metrics import CONTENT_TYPE_LATEST, ServerMetrics
+from asr_stream.resampler import StreamingResampler
+
+log = logging.getLogger("asr_stream.server")
+
+RATE_CAP = 1.25  # a live session may send audio at most this much faster than real time...
+RATE_SLACK_S = 5.0  # ...plus this much ahead (network jitter bunches frames)
+MAX_OUTBOX_FINALS = 512  # finals a client has not read yet; past it, it is not reading: closed
+END_WAIT_S = 120.0  # after the last audio, how long a session may take to give its finals
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    max_sessions: int = 8
+    max_session_s: float | None = None  # wall-clock limit per session
+    max_frame_bytes: int = 1 << 20
+    token: str | None = None
+    allow_origins: tuple[str, ...] = ()  # besides the server's own origin; "*" allows any
+    drain_s: float = 20.0  # SIGTERM: how long in-flight sessions get to finish
+    workers: int | None = None  # scheduler threads (default: 2 per core)
+    max_backlog_s: float = 4.0
+    instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    warm_up: bool = True
+
+
+def _check_config(c: ServerConfig) -> None:
+    if c.max_sessions < 1:
+        raise UserError(f"--max-sessions must be at least 1, got {c.max_sessions}")
+    if c.max_session_s is not None and c.max_session_s <= 0:
+        raise UserError(f"--max-session-seconds must be positive, got {c.max_session_s}")
+    if c.max_frame_bytes < 1024:
+        raise UserError(f"--max-frame-bytes must be at least 1024, got {c.max_frame_bytes}")
+    if c.drain_s < 0 or c.max_backlog_s <= 0:
+        raise UserError("--drain-seconds must not be negative and --max-backlog-s must be positive")
+    if not 0 <= c.port <= 65535:
+        raise UserError(f"--port must be between 0 and 65535, got {c.port}")
+    if c.token is not None and not c.token:
+        raise UserError("--token must not be empty")
+
+
+class CaptionServer:
+    """The daemon: engines, scheduler, sessions, probes and metrics behind one aiohttp app."""
+
+    def __init__(self, settings, config: ServerConfig):
+        _check_config(config)
+        self.settings = settings
+        self.config = config
+        self.metrics = ServerMetrics()
+        self.metrics.max_sessions.set(config.max_sessions)
+        self.engines = None
+        self.scheduler = None
+        self.load_error: BaseException | None = None
+        self.draining = False
+        self.connections: dict[str, Connection] = {}
+        self._ids = 0
+        self.app = web.Application()
+        self.app.add_routes([web.get("/", self.page), web.get("/healthz", self.healthz),
+                             web.get("/readyz", self.readyz), web.get("/metrics", self.metrics_page),
+                             web.get(p.PATH, self.stream), web.get("/static/{name}", self.static)])
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def load(self) -> None:
+        """Load the engines (in a thread: the probes answer meanwhile) and start the workers."""
+        from asr_stream.engines import load_engines
+        from asr_stream.loadtest import cpu_count
+        from asr_stream.multistream import MultiStreamScheduler
+
+        t0 = time.monotonic()
+        engines = await asyncio.to_thread(load_engines, self.settings)
+        if self.config.warm_up:
+            await asyncio.to_thread(_warm_up, engines)
+        workers = self.config.workers or 2 * cpu_count()
+        self.scheduler = MultiStreamScheduler(engines, workers=workers, max_backlog_s=self.config.max_backlog_s)
+        self.engines = engines
+        self.metrics.ready.set(0 if self.draining else 1)
+        log.info("engines loaded", extra={"event": "ready", "denoiser": engines.denoiser.name,
+                                          "recognizer": engines.recognizer.name, "workers": workers,
+                                          "load_seconds": round(time.monotonic() - t0, 2)})
+
+    @property
+    def ready(self) -> bool:
+        return self.engines is not None and not self.draining
+
+    async def drain(self) -> None:
+        """Stop taking sessions; in-flight ones get their last finals and close 1001, within
+        `drain_s`; the rest are closed then."""
+        self.draining = True
+        self.metrics.ready.set(0)
+        log.info("draining", extra={"event": "draining", "sessions": len(self.connections)})
+        conns = list(self.connections.values())
+        for c in conns:
+            c.stop_reading("draining")
+        tasks = [c.task for c in conns if c.task is not None]
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=self.config.drain_s)
+            for c in conns:
+                if c.task in pending:
+                    await c.abort(p.CLOSE_GOING_AWAY, "server shutting down")
+            if pending:
+                await asyncio.wait(pending, timeout=2.0)
+
+    def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
+
+    # -- HTTP -----------------------------------------------------------------------------
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive", "version": __version__})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        state = self._state()
+        body = {"status": state, "sessions": len(self.connections), "max_sessions": self.config.max_sessions,
+                "instance": self.config.instance}
+        return web.json_response(body, status=200 if state == "ready" else 503)
+
+    def _state(self) -> str:
+        if self.load_error is not None:
+            return "failed"
+        if self.draining:
+            return "draining"
+        if self.engines is None:
+            return "loading"
+        if len(self.connections) >= self.config.max_sessions:
+            return "full"
+        return "ready"
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        self.metrics.sessions_active.set(len(self.connections))
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def page(self, request: web.Request) -> web.Response:
+        return web.Response(text=_web_file("index.html"), content_type="text/html")
+
+    async def static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in ("capture-worklet.js", "captions.js"):
+            raise web.HTTPNotFound()
+        return web.Response(text=_web_file(name), content_type="application/javascript")
+
+    # -- the WebSocket --------------------------------------------------------------------
+    def _refuse(self, status: int, reason: str, message: str) -> web.Response:
+        self.metrics.sessions_rejected.labels(reason).inc()
+        log.info("refused", extra={"event": "refused", "reason": reason, "status": status, "detail": message})
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return web.json_response({"type": "error", "message": message}, status=status, headers=headers)
+
+    def _authorized(self, request: web.Request) -> bool:
+        token = self.config.token
+        if token is None:
+            return True
+        given = request.query.get("token", "")
+        auth = request.headers.get("Authorization", "")
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    def _origin_allowed(self, request: web.Request) -> bool:
+        origin = request.headers.get("Origin")
+        if origin is None:  # not a browser: nothing to forge
+            return True
+        allowed = self.config.allow_origins
+        if "*" in allowed or origin.rstrip("/") in allowed:
+            return True
+        return urlsplit(origin).netloc == request.host  # the page this server serves
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return self._refuse(401, "unauthorized", "missing or wrong token (Authorization: Bearer or ?token=)")
+        if not self._origin_allowed(request):
+            return self._refuse(403, "origin", f"origin {request.headers.get('Origin')} is not allowed")
+        try:
+            params = p.StreamParams.from_query(request.query)
+        except p.ProtocolError as exc:
+            return self._refuse(400, "bad_request", str(exc))
+        ws = web.WebSocketResponse(max_msg_size=4 * self.config.max_frame_bytes, heartbeat=20.0)
+        if not ws.can_prepare(request).ok:
+            return self._refuse(400, "bad_request", f"{p.PATH} takes a WebSocket upgrade")
+        state = self._state()
+        if state != "ready":
+            reason = {"full": "capacity", "draining": "draining"}.get(state, "loading")
+            return self._refuse(503, reason, f"not taking sessions: {state}"
+                                + (f" ({self.config.max_sessions} sessions open)" if state == "full" else ""))
+        self._ids += 1
+        conn = Connection(self, ws, params, f"{self.config.instance}/{self._ids}", request.remote)
+        self.connections[conn.id] = conn  # the slot is taken before the first await
+        self.metrics.sessions_total.inc()
+        self.metrics.sessions_active.set(len(self.connections))
+        conn.task = asyncio.current_task()
+        try:
+            await ws.prepare(request)
+            await conn.run()
+        finally:
+            self.connections.pop(conn.id, None)
+            self.metrics.sessions_active.set(len(self.connections))
+        return ws
+
+
+class Connection:
+    """One client's session: reads its frames into a scheduler session and sends back what the
+    session recognises."""
+
+    def __init__(self, server: CaptionServer, ws: web.WebSocketResponse, params: p.StreamParams, session_id: str,
+                 peer: str | None = None):
+        self.server = server
+        self.peer = peer
+        self.ws = ws
+        self.params = params
+        self.id = session_id
+        self.live = params.pace == "live"
+        self.decoder = p.PcmDecoder(params)
+        self.resampler = StreamingResampler(params.sample_rate, SAMPLE_RATE)
+        self.session = None
+        self.task: asyncio.Task | None = None
+        self._reader: asyncio.Task | None = None
+        self._stop_reason: str | None = None
+        self._outbox: deque = deque()
+        self._has_mail = asyncio.Event()
+        self._finals_queued = 0
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        self.started = time.monotonic()
+        self.received_s = 0.0  # client-rate seconds of audio received
+        self.sanitized = 0
+        self._busy_reported = {"denoiser": 0.0, "recognizer": 0.0}
+
+    # -- from the scheduler's workers -----------------------------------------------------
+    def _on_hypothesis(self, session, hyp) -> None:
+        self._loop.call_soon_threadsafe(self._post, hyp)
+
+    def _post(self, hyp) -> None:
+        if hyp is not None and not hyp.final:
+            if not self.params.partials:
+                return
+            if self._outbox and self._outbox[-1] is not None and not self._outbox[-1].final \
+                    and self._outbox[-1].utterance == hyp.utterance:
+                self._outbox[-1] = hyp  # the client has not read the last partial yet: the newer one replaces it
+                return
+        if hyp is not None and hyp.final:
+            self._finals_queued += 1
+        self._outbox.append(hyp)
+        self._has_mail.set()
+
+    # -- the connection -------------------------------------------------------------------
+    async def run(self) -> None:
+        server, m = self.server, self.server.metrics
+        self.session = server.scheduler.open_stream(on_hypothesis=self._on_hypothesis, live=self.live)
+        self.session.latency.listener = m.observe_latency
+        engines = server.engines
+        log.info("session opened", extra={"event": "session_open", "session": self.id, **self.params.query(),
+                                          "peer": self.peer})
+        await self._send({"type": "ready", "session": self.id, "instance": server.config.instance,
+                          "sample_rate": self.params.sample_rate, "encoding": self.params.encoding,
+                          "channels": self.params.channels, "pace": self.params.pace,
+                          "partials": self.params.partials, "denoiser": engines.denoiser.name,
+                          "recognizer": engines.recognizer.name, "max_frame_bytes": server.config.max_frame_bytes,
+                          "max_session_seconds": server.config.max_session_s})
+        self._reader = asyncio.create_task(self._read_loop())
+        if self._stop_reason is not None:  # the drain began while this session was opening
+            self._reader.cancel()
+        sender = asyncio.create_task(self._send_loop())
+        done, _ = await asyncio.wait({self._reader, sender}, return_when=asyncio.FIRST_COMPLETED)
+        if self._reader in done:
+            reason, code, message = self._reader.result()
+        else:
+            self._reader.cancel()
+            why = sender.result()
+            if why == "ended":  # the session ended before its client did: a stage failed
+                reason, code, message = "failed", p.CLOSE_INTERNAL, None
+            elif why == "not_reading":
+                reason, code, message = ("not_reading", p.CLOSE_BAD_MESSAGE,
+                                         f"the client is not reading its captions ({MAX_OUTBOX_FINALS} finals unread)")
+            else:
+                reason, code, message = "gone", p.CLOSE_NORMAL, None
+        if reason in ("end", "draining", "time_limit"):
+            self._push_audio(self.resampler.flush())
+            self.session.finish()
+            try:
+                await asyncio.wait_for(asyncio.shield(sender), END_WAIT_S)
+            except asyncio.TimeoutError:
+                reason, code, message = "failed", p.CLOSE_INTERNAL, "the session did not finish in time"
+        else:
+            self.session.cancel()
+        if not sender.done():
+            sender.cancel()
+        if self.session.error is not None:
+            reason, code, message = "failed", p.CLOSE_INTERNAL, f"internal error: {self.session.error}"
+            log.error("session failed", extra={"event": "session_error", "session": self.id,
+                                               "detail": str(self.session.error)})
+        summary = self.session.summary(self.live)
+        if reason in ("end", "draining"):
+            await self._send({"type": "end", "summary": summary, **({"reason": "draining"} if reason == "draining" else {})})
+            await self._close(p.CLOSE_NORMAL if reason == "end" else p.CLOSE_GOING_AWAY,
+                              "" if reason == "end" else "server draining")
+        elif reason != "gone":
+            await self._send({"type": "error", "message": message or reason})
+            await self._close(code, reason)
+        await asyncio.to_thread(self.session.closed.wait, 10.0)  # the slot is free once its worker is done
+        self._account(summary, reason)
+
+    def _account(self, summary: dict, reason: str) -> None:
+        m = self.server.metrics
+        m.sessions_ended.labels(reason).inc()
+        m.skipped_partials.inc(summary.get("skipped_partials", 0))
+        self._report_busy()
+        log.info("session ended", extra={"event": "session_end", "session": self.id, "reason": reason,
+                                         "audio_seconds": summary["audio_seconds"],
+                                         "dropped_samples": summary["dropped_samples"],
+                                         "sanitized_samples": self.sanitized})
+
+    def _report_busy(self) -> None:
+        for stage, total in self.session.stage_busy_s.items():
+            self.server.metrics.stage_busy.labels(stage).inc(max(0.0, total - self._busy_reported[stage]))
+            self._busy_reported[stage] = total
+
+    def stop_reading(self, reason: str) -> None:
+        """Take no more audio: the session gives its finals, then closes (draining)."""
+        self._stop_reason = reason
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+
+    async def abort(self, code: int, message: str) -> None:
+        if self.session is not None:
+            self.session.cancel()
+        await self._send({"type": "error", "message": message})
+        await self._close(code, message)
+
+    async def _read_loop(self) -> tuple[str, int, str | None]:
+        """Frames into the session until the client ends, breaks the protocol, or leaves.
+        Returns (reason, close code, message)."""
+        limit = self.server.config.max_session_s
+        max_frame = self.server.config.max_frame_bytes
+        try:
+            while True:
+                timeout = None if limit is None else max(0.0, self.started + limit - time.monotonic())
+                try:
+                    msg = await self.ws.receive(timeout=timeout)
+                except asyncio.TimeoutError:
+                    return "time_limit", p.CLOSE_BAD_MESSAGE, f"session reached its time limit ({limit:g} s)"
+                if msg.type == WSMsgType.BINARY:
+                    if len(msg.data) > max_frame:
+                        return ("too_big", p.CLOSE_TOO_BIG,
+                                f"frame of {len(msg.data)} bytes is over the limit of {max_frame}")
+                    failure = await self._accept(msg.data)
+                    if failure:
+                        return failure
+                elif msg.type == WSMsgType.TEXT:
+                    try:
+                        p.parse_client_text(msg.data)
+                    except p.ProtocolError as exc:
+                        return "bad_message", p.CLOSE_BAD_MESSAGE, str(exc)
+                    return "end", p.CLOSE_NORMAL, None
+                elif msg.type == WSMsgType.ERROR and getattr(msg.data, "code", None) == p.CLOSE_TOO_BIG:
+                    return "too_big", p.CLOSE_TOO_BIG, str(msg.data)  # aiohttp's own guard, far past ours
+                else:  # closed, closing or broken: the client is gone
+                    return "gone", p.CLOSE_NORMAL, None
+        except asyncio.CancelledError:
+            if self._stop_reason is None:
+                raise
+            return self._stop_reason, p.CLOSE_GOING_AWAY, None
+
+    async def _accept(self, data: bytes):
+        x = self.decoder.decode(data)
+        if not len(x):
+            return None
+        self.received_s += len(x) / self.params.sample_rate
+        if self.live:
+            allowed = (time.monotonic() - self.started) * RATE_CAP + RATE_SLACK_S
+            if self.received_s > allowed:
+                return ("too_fast", p.CLOSE_BAD_MESSAGE,
+                        f"audio is arriving faster than real time ({self.received_s:.1f} s in "
+                        f"{time.monotonic() - self.started:.1f} s); send files with ?pace=fast")
+        x, bad = sanitize(x)
+        self.sanitized += bad
+        y = self.resampler.process(x)
+        if self.live:
+            self._push_audio(y)
+        elif len(y):  # a file: wait for room rather than drop (the client waits for us in turn)
+            await asyncio.to_thread(self.session.accept_waveform, y, None, True)
+            self.server.metrics.audio_seconds.inc(len(y) / SAMPLE_RATE)
+        return None
+
+    def _push_audio(self, y: np.ndarray) -> None:
+        if len(y):
+            dropped = self.session.accept_waveform(y)
+            self.server.metrics.audio_seconds.inc(len(y) / SAMPLE_RATE)
+            if dropped:
+                self.server.metrics.dropped_samples.inc(dropped)
+
+    async def _send_loop(self) -> str:
+        """Hypotheses to the client, in order, until the session's end (None). Returns why it
+        stopped: "ended", "send_failed" or "not_reading"."""
+        while True:
+            if self._finals_queued > MAX_OUTBOX_FINALS:
+                return "not_reading"
+            await self._has_mail.wait()
+            self._has_mail.clear()
+            while self._outbox:
+                hyp = self._outbox.popleft()
+                if hyp is None:
+                    return "ended"
+                if hyp.final:
+                    self._finals_queued -= 1
+                msg = p.hypothesis_message(hyp)
+                msg["backlog_s"] = round(self.session.backlog_s, 2)  # audio not yet recognised: the lag
+                if not await self._send(msg):
+                    return "send_failed"
+            self._report_busy()
+
+    async def _send(self, msg: dict) -> bool:
+        if self.ws.closed or self._closing:
+            return False
+        try:
+            await self.ws.send_str(json.dumps(msg, ensure_ascii=False))
+            return True
+        except (ConnectionError, RuntimeError):
+            return False
+
+    async def _close(self, code: int, message: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=message.encode()[:120]), 5.0)
+        except (ConnectionError, RuntimeError, asyncio.TimeoutError):
+            pass
+
+
+def _web_file(name: str) -> str:
+    return resources.files("asr_stream.web").joinpath(name).read_text(encoding="utf-8")
+
+
+def _warm_up(engines) -> None:
+    """One short session before the first client, so it does not pay for the first model calls."""
+    from asr_stream.loadtest import REPO_SAMPLES, warm_up
+
+    sample = next(iter(sorted(REPO_SAMPLES.glob("*.wav"))), None)
+    if sample is not None:
+        from asr_stream.evaluation.audio import load_16k
+
+        warm_up(engines, load_16k(sample), seconds=2.0)
+
+
+# -- running it -------------------------------------------------------------------------
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object a line: time, level, message and the record's extra fields."""
+
+    SKIP = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname.lower(), "msg": record.getMessage()}
+        out.update({k: v for k, v in vars(record).items() if k not in self.SKIP})
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+class TextLogFormatter(logging.Formatter):
+    SKIP = JsonLogFormatter.SKIP
+
+    def format(self, record: logging.LogRecord) -> str:
+        extra = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in self.SKIP and k != "event")
+        return f"asr-stream serve: {record.getMessage()}" + (f" ({extra})" if extra else "")
+
+
+def configure_logging(fmt: str) -> None:
+    if fmt not in ("text", "json"):
+        raise UserError(f"unknown --log-format '{fmt}' (use text or json)")
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter() if fmt == "json" else TextLogFormatter())
+    root = logging.getLogger("asr_stream")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) how the daemon stands; nothing when not run by systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(address)
+            s.sendall(state.encode())
+    except OSError as exc:
+        log.warning("sd_notify failed", extra={"event": "sd_notify", "detail": str(exc)})
+
+
+async def serve_until_stopped(settings, config: ServerConfig) -> int:
+    server = CaptionServer(settings, config)
+    runner = web.AppRunner(server.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise UserError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+    port = site._server.sockets[0].getsockname()[1]
+    log.info(f"listening on http://{config.host}:{port}", extra={"event": "listening", "host": config.host,
+                                                                 "port": port, "instance": config.instance})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loading = asyncio.create_task(server.load())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({loading, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if loading.done() and loading.exception() is not None:
+        server.load_error = loading.exception()
+        stopper.cancel()
+        await runner.cleanup()
+        exc = server.load_error
+        raise exc if isinstance(exc, UserError) else UserError(f"cannot load the engines: {exc}")
+    if loading.done():
+        sd_notify("READY=1")
+        await stop.wait()
+    else:
+        loading.cancel()
+    sd_notify("STOPPING=1")
+    t0 = time.monotonic()
+    await server.drain()
+    await site.stop()
+    await runner.cleanup()
+    server.close()
+    log.info("stopped", extra={"event": "stopped", "drain_seconds": round(time.monotonic() - t0, 2)})
+    return code
+
+
+def serve(settings, config: ServerConfig, log_format: str = "text") -> int:
+    configure_logging(log_format)
+    _check_config(config)
+    return asyncio.run(serve_until_stopped(settings, config))

@@ -1,0 +1,26 @@
+// Microphone capture for the caption page: the AudioWorklet's 128-sample render quanta,
+// gathered into 100 ms blocks of 16-bit PCM and handed to the page, which sends them.
+class PcmCapture extends AudioWorkletProcessor {
+  constructor() {
+    super();
+    this.block = new Int16Array(Math.round(sampleRate / 10));
+    this.filled = 0;
+  }
+
+  process(inputs) {
+    const channel = inputs[0] && inputs[0][0];
+    if (!channel) return true;
+    for (let i = 0; i < channel.length; i++) {
+      const s = Math.max(-1, Math.min(1, channel[i]));
+      this.block[this.filled++] = s < 0 ? s * 32768 : s * 32767;
+      if (this.filled === this.block.length) {
+        this.port.postMessage(this.block.buffer, [this.block.buffer]);
+        this.block = new Int16Array(this.block.length);
+        this.filled = 0;
+      }
+    }
+    return true;
+  }
+}
+
+registerProcessor("pcm-capture", PcmCapture);
