@@ -7,6 +7,7 @@ const statusLine = document.getElementById("status");
 const finals = document.getElementById("finals");
 const partialLine = document.getElementById("partial");
 let running = null;
+window.asrStream = { framesSent: 0, messages: 0 };  // counters, for a look from the console (and tests)
 
 function setStatus(text) { statusLine.textContent = text; }
 
@@ -73,10 +74,17 @@ async function start() {
   running = { media, context, source, capture, socket };
   socket.onopen = () => {
     source.connect(capture);
-    capture.port.onmessage = (event) => { if (socket.readyState === WebSocket.OPEN) socket.send(event.data); };
+    capture.connect(context.destination);  // silent, but a node the graph pulls keeps running
+    capture.port.onmessage = (event) => {
+      if (socket.readyState === WebSocket.OPEN) {
+        socket.send(event.data);
+        window.asrStream.framesSent++;
+      }
+    };
   };
   socket.onmessage = (event) => {
     const msg = JSON.parse(event.data);
+    window.asrStream.messages++;
     if (msg.type === "ready") setStatus(`listening (${msg.recognizer}, denoiser ${msg.denoiser})`);
     else if (msg.type === "partial") { showPartial(msg); setStatus(`listening; behind by ${msg.backlog_s ?? 0} s`); }
     else if (msg.type === "final") addFinal(msg);

@@ -3,7 +3,8 @@
 class PcmCapture extends AudioWorkletProcessor {
   constructor() {
     super();
-    this.block = new Int16Array(Math.round(sampleRate / 10));
+    this.size = Math.round(sampleRate / 10);
+    this.block = new Int16Array(this.size);
     this.filled = 0;
   }
 
@@ -15,7 +16,7 @@ class PcmCapture extends AudioWorkletProcessor {
       this.block[this.filled++] = s < 0 ? s * 32768 : s * 32767;
       if (this.filled === this.block.length) {
         this.port.postMessage(this.block.buffer, [this.block.buffer]);
-        this.block = new Int16Array(this.block.length);
+        this.block = new Int16Array(this.size);  // the old one went to the page with its buffer
         this.filled = 0;
       }
     }
