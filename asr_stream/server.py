@@ -225,9 +225,12 @@ class CaptionServer:
             await ws.prepare(request)
             await conn.run()
         finally:
-            self.connections.pop(conn.id, None)
-            self.metrics.sessions_active.set(len(self.connections))
+            self.release(conn)
         return ws
+
+    def release(self, conn: "Connection") -> None:
+        self.connections.pop(conn.id, None)
+        self.metrics.sessions_active.set(len(self.connections))
 
 
 class Connection:
@@ -321,7 +324,9 @@ class Connection:
             reason, code, message = "failed", p.CLOSE_INTERNAL, f"internal error: {self.session.error}"
             log.error("session failed", extra={"event": "session_error", "session": self.id,
                                                "detail": str(self.session.error)})
+        await asyncio.to_thread(self.session.closed.wait, 10.0)  # its worker is done with it
         summary = self.session.summary(self.live)
+        server.release(self)  # the slot is free before the client hears the session is over
         if reason in ("end", "draining"):
             await self._send({"type": "end", "summary": summary, **({"reason": "draining"} if reason == "draining" else {})})
             await self._close(p.CLOSE_NORMAL if reason == "end" else p.CLOSE_GOING_AWAY,
@@ -329,7 +334,6 @@ class Connection:
         elif reason != "gone":
             await self._send({"type": "error", "message": message or reason})
             await self._close(code, reason)
-        await asyncio.to_thread(self.session.closed.wait, 10.0)  # the slot is free once its worker is done
         self._account(summary, reason)
 
     def _account(self, summary: dict, reason: str) -> None:

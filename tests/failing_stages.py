@@ -4,6 +4,8 @@ to check that a failing stage stops the whole chain cleanly."""
 import os
 import time
 
+import numpy as np
+
 from asr_stream.denoisers.passthrough import Passthrough
 
 
@@ -29,3 +31,22 @@ class BrokenDenoiser(Passthrough):
 
 def broken_denoiser(**options):
     return BrokenDenoiser()
+
+
+POISON = 12345 / 32768  # a sample value a test client sends on purpose (as s16le: exactly 12345)
+
+
+class PoisonedDenoiser(Passthrough):
+    """Fails only on a stream that carries a run of the POISON value: one daemon session breaks
+    while the others, through the same engine, go on."""
+
+    name = "poisoned"
+
+    def process(self, hop):
+        if int((np.asarray(hop) == np.float32(POISON)).sum()) >= 160:
+            raise RuntimeError("simulated denoiser failure on poisoned audio")
+        return hop
+
+
+def poisoned_denoiser(**options):
+    return PoisonedDenoiser()
