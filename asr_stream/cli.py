@@ -252,7 +252,6 @@ def run_loadtest(argv: list[str]) -> int:
     import json
 
     from asr_stream import loadtest
-    from asr_stream.engines import load_engines
 
     args = build_loadtest_parser().parse_args(argv)
     args.pace, args.mode = "realtime", "file"  # live sessions: partials are skipped when behind
@@ -271,22 +270,13 @@ def run_loadtest(argv: list[str]) -> int:
         if not os.path.isfile(f):
             raise UserError(f"--audio: {f} does not exist")
     files = args.audio or loadtest.default_files()
-    workers = args.workers or 2 * loadtest.cpu_count()
-    if workers < 1:
-        raise UserError("--workers must be at least 1")
-    engines = load_engines(settings)
     targets = loadtest.Targets(final_p95_s=args.final_p95)
     longest = max(ladder) if ladder else args.max_streams
-    print(f"loadtest: {engines.denoiser.name} + {engines.recognizer.name}, {args.seconds:g} s of speech per stream "
-          f"from {len(files)} files, {workers} workers, batching {'on' if settings.batch else 'off'}; target final "
-          f"p95 <= {args.final_p95:g} s, no dropped audio", flush=True)
-    loadtest.warm_up(engines, loadtest.speech_tracks(files, 1, 3.0)[0])
+    if args.server:
+        run = _remote_load_runner(args, files, targets)
+    else:
+        run = _local_load_runner(args, settings, files, targets)
     print(loadtest.HEADER, flush=True)
-
-    def run(n: int):
-        tracks = loadtest.speech_tracks(files, n, args.seconds)
-        return loadtest.run_load(engines, tracks, stagger_s=args.stagger_s, workers=workers,
-                                 max_backlog_s=args.max_backlog_s, targets=targets)
 
     capacity, results = loadtest.find_capacity(run, max_streams=longest, ladder=ladder,
                                                log=lambda line: print(line, flush=True))
@@ -302,7 +292,7 @@ def build_serve_parser() -> argparse.ArgumentParser:
     p = _OneLineErrors(
         prog="asr-stream serve",
         description="The captioning daemon: engines loaded once, each WebSocket session a stream over them "
-                    f"(ws://HOST:PORT/v1/stream); a caption page at /, probes at /healthz and /readyz, Prometheus "
+                    "(ws://HOST:PORT/v1/stream); a caption page at /, probes at /healthz and /readyz, Prometheus "
                     "metrics at /metrics. SIGTERM or Ctrl-C drains: no new sessions, in-flight ones get their last "
                     "finals and close 1001, then exit 0.",
         epilog="Chain flags are the captioning command's (a --config preset too). The protocol is in the README.")
@@ -346,6 +336,49 @@ def run_serve(argv: list[str]) -> int:
                           workers=args.workers, max_backlog_s=args.max_backlog_s, warm_up=args.warm_up,
                           **({"instance": args.instance} if args.instance else {}))
     return serve(settings, config, log_format=args.log_format)
+
+
+def _local_load_runner(args, settings, files, targets):
+    from asr_stream import loadtest
+    from asr_stream.engines import load_engines
+
+    workers = args.workers or 2 * loadtest.cpu_count()
+    if workers < 1:
+        raise UserError("--workers must be at least 1")
+    engines = load_engines(settings)
+    print(f"loadtest: {engines.denoiser.name} + {engines.recognizer.name}, {args.seconds:g} s of speech per stream "
+          f"from {len(files)} files, {workers} workers, batching {'on' if settings.batch else 'off'}; target final "
+          f"p95 <= {args.final_p95:g} s, no dropped audio", flush=True)
+    loadtest.warm_up(engines, loadtest.speech_tracks(files, 1, 3.0)[0])
+
+    def run(n: int):
+        tracks = loadtest.speech_tracks(files, n, args.seconds)
+        return loadtest.run_load(engines, tracks, stagger_s=args.stagger_s, workers=workers,
+                                 max_backlog_s=args.max_backlog_s, targets=targets)
+
+    return run
+
+
+def _remote_load_runner(args, files, targets):
+    from asr_stream import loadtest
+
+    chain = [f"--{a.replace('_', '-')}" for a in ("config", "denoiser", "gate", "asr", "model", "language",
+                                                  "lookahead_ms", "streaming", "runtime", "device", "threads",
+                                                  "batch", "workers") if getattr(args, a, None) is not None]
+    if chain:
+        raise UserError(f"{chain[0]} is the server's choice: with --server the daemon's chain is loaded")
+    token = args.token or os.environ.get("ASR_STREAM_TOKEN") or None
+    warm = loadtest.run_remote_load(args.server, loadtest.speech_tracks(files, 1, 3.0), token=token)
+    if warm.errors:
+        raise UserError(f"loadtest: the server at {args.server} failed a first session: {warm.errors[0]}")
+    print(f"loadtest: the daemon at {args.server}, {args.seconds:g} s of speech per session from {len(files)} files, "
+          f"over WebSockets; target final p95 <= {args.final_p95:g} s, no dropped audio", flush=True)
+
+    def run(n: int):
+        tracks = loadtest.speech_tracks(files, n, args.seconds)
+        return loadtest.run_remote_load(args.server, tracks, stagger_s=args.stagger_s, token=token, targets=targets)
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -244,3 +244,137 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+# -- against a running daemon (`asr-stream loadtest --server URL`) ------------------------
+def scrape(server: str, names: tuple[str, ...]) -> dict[str, float]:
+    """Sums of the named samples on the daemon's /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from asr_stream.remote import http_url
+
+    try:
+        with urllib.request.urlopen(http_url(server, "/metrics"), timeout=10) as r:
+            text = r.read().decode()
+    except OSError as exc:
+        raise UserError(f"cannot read {http_url(server, '/metrics')}: {exc}") from None
+    out = dict.fromkeys(names, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in out:
+                out[sample.name] += sample.value
+    return out
+
+
+SERVER_METRICS = ("process_cpu_seconds_total", "process_resident_memory_bytes")
+
+
+async def _remote_session(http, server: str, track: np.ndarray, delay: float, token: str | None) -> dict:
+    import asyncio
+    import json
+
+    import aiohttp
+
+    from asr_stream import protocol as p
+    from asr_stream.remote import connect
+    from asr_stream.scheduler import ChainClock
+    from asr_stream.stats import LatencyTracker
+
+    await asyncio.sleep(delay)
+    latency, clock = LatencyTracker(), ChainClock(keep_s=None)
+    out = {"latency": latency, "summary": None, "error": None, "fed_at": None, "last_at": None}
+    try:
+        ws, _ = await connect(http, server, p.StreamParams(pace="live"), token)
+    except Exception as exc:  # a refused or broken session is a result, not a crash of the test
+        out["error"] = str(exc)
+        return out
+    tick = int(TICK_S * SAMPLE_RATE)
+
+    async def send():
+        t0 = time.monotonic()
+        for k, i in enumerate(range(0, len(track), tick)):
+            await asyncio.sleep(max(0.0, t0 + k * TICK_S - time.monotonic()))
+            piece = track[i : i + tick]
+            clock.mark(i + len(piece), time.monotonic())
+            await ws.send_bytes(p.encode_pcm(piece, "s16le"))
+        out["fed_at"] = time.monotonic()
+        await ws.send_str(json.dumps({"type": "end"}))
+
+    sender = asyncio.create_task(send())
+    try:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            data = json.loads(msg.data)
+            if data["type"] in ("partial", "final"):
+                hyp = p.hypothesis_from_message(data, emitted_at=time.monotonic())
+                latency.observe(hyp, clock.arrival_of)
+                out["last_at"] = hyp.emitted_at
+            elif data["type"] == "end":
+                out["summary"] = data["summary"]
+            elif data["type"] == "error":
+                out["error"] = data["message"]
+    except (aiohttp.ClientError, ConnectionError) as exc:
+        out["error"] = str(exc)
+    finally:
+        if not sender.done():
+            sender.cancel()
+        await ws.close()
+    if out["summary"] is None and out["error"] is None:
+        out["error"] = f"closed without an end (close {ws.close_code})"
+    return out
+
+
+def run_remote_load(server: str, tracks: list[np.ndarray], stagger_s: float = 1.0, token: str | None = None,
+                    targets: Targets = Targets()) -> LoadResult:
+    """`run_load`, through a daemon: N WebSocket sessions fed at wall-clock rate; latency as the
+    clients see it (network and all), CPU and RSS from the daemon's /metrics."""
+    import asyncio
+
+    import aiohttp
+
+    n = len(tracks)
+    before = scrape(server, SERVER_METRICS)
+    rss = before["process_resident_memory_bytes"]
+
+    async def main():
+        nonlocal rss
+        async with aiohttp.ClientSession() as http:
+            jobs = [asyncio.create_task(_remote_session(http, server, t, i * stagger_s / max(1, n), token))
+                    for i, t in enumerate(tracks)]
+            while not all(j.done() for j in jobs):
+                await asyncio.wait(jobs, timeout=1.0)
+                rss = max(rss, (await asyncio.to_thread(scrape, server, SERVER_METRICS))["process_resident_memory_bytes"])
+            return [j.result() for j in jobs]
+
+    t0 = time.monotonic()
+    results = asyncio.run(main())
+    wall = time.monotonic() - t0
+    after = scrape(server, SERVER_METRICS)
+    cpu = after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]
+    partial, final = RollingLatency(), RollingLatency()
+    errors, dropped, skipped, drains = [], 0, 0, []
+    for i, r in enumerate(results):
+        partial.merge(r["latency"].partial)
+        final.merge(r["latency"].final)
+        if r["error"]:
+            errors.append(f"session {i}: {r['error']}")
+        if r["summary"]:
+            dropped += r["summary"].get("dropped_samples", 0)
+            skipped += r["summary"].get("skipped_partials", 0)
+        if r["fed_at"] and r["last_at"]:
+            drains.append(max(0.0, r["last_at"] - r["fed_at"]))
+    audio_s = len(tracks[0]) / SAMPLE_RATE
+    result = LoadResult(
+        streams=n, audio_seconds=round(audio_s, 2),
+        partial_p50_s=partial.percentile(50), partial_p95_s=partial.percentile(95),
+        final_p50_s=final.percentile(50), final_p95_s=final.percentile(95), words=final.n,
+        cpu_per_stream=round(cpu / (n * audio_s), 4), cores_used=round(cpu / wall, 3),
+        rss_mb=round(max(rss, after["process_resident_memory_bytes"]) / 2**20, 1),
+        dropped_seconds=round(dropped / SAMPLE_RATE, 3), skipped_partials=int(skipped), errors=errors,
+        mean_batch=None, drain_seconds=round(max(drains, default=0.0), 3))
+    result.holds = (not errors and result.dropped_seconds <= targets.max_dropped_s and result.final_p95_s is not None
+                    and result.final_p95_s <= targets.final_p95_s)
+    return result
