@@ -290,3 +290,18 @@ def test_the_page_and_its_scripts_are_served(plain):
     assert json.loads(plain.get("/healthz"))["status"] == "alive"
 
 
+
+
+def test_systemd_hears_ready_once_the_engines_are_loaded_and_stopping_on_drain(tmp_path):
+    import socket
+
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        sock.settimeout(120)
+        with Daemon("--denoiser", "none", "--no-warm-up", env={"NOTIFY_SOCKET": address}, wait_ready=False) as d:
+            assert sock.recv(256) == b"READY=1"
+            assert d.http_status("/readyz") == 200
+            d.signal(signal.SIGTERM)
+            assert sock.recv(256) == b"STOPPING=1"
+            assert d.wait(30) == 0
