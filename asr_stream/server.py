@@ -281,7 +281,10 @@ class Connection:
     # -- the connection -------------------------------------------------------------------
     async def run(self) -> None:
         server, m = self.server, self.server.metrics
-        self.session = server.scheduler.open_stream(on_hypothesis=self._on_hypothesis, live=self.live)
+        # in a thread: a stream's own state can take a while to build (DeepFilterNet loads its
+        # model per stream), and the other sessions' frames must not wait for it
+        self.session = await asyncio.to_thread(server.scheduler.open_stream, on_hypothesis=self._on_hypothesis,
+                                               live=self.live)
         self.session.latency.listener = m.observe_latency
         engines = server.engines
         log.info("session opened", extra={"event": "session_open", "session": self.id, **self.params.query(),

@@ -56,6 +56,7 @@ class DeepFilterNetDenoiser(Frames48kDenoiser):
         self._model = str(model_path or bundled_model())
         self._lib = _library()
         self._state = None
+        self._used = False  # a state that has processed no frame is as good as a new one
         self._new_state()
         super().__init__(int(self._lib.df_get_frame_length(self._state)), DF_DELAY_48K)
         self._in = np.zeros(self.frame_48k, np.float32)
@@ -65,6 +66,8 @@ class DeepFilterNetDenoiser(Frames48kDenoiser):
         self.reset()
 
     def _new_state(self) -> None:
+        if self._state is not None and not self._used:
+            return  # loading the model again costs a third of a second, for the same state
         if self._state is not None:
             self._lib.df_free(self._state)
             self._state = None
@@ -73,9 +76,11 @@ class DeepFilterNetDenoiser(Frames48kDenoiser):
         if not state:
             raise UserError(f"DeepFilterNet could not load its model: {self._model}")
         self._state = state
+        self._used = False
 
     def _denoise_frame(self, frame: np.ndarray) -> np.ndarray:
         self._in[:] = frame
+        self._used = True
         self._lib.df_process_frame(self._state, self._pin, self._pout)
         return self._out
 
