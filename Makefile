@@ -2,7 +2,7 @@
 # make demo     - install, then caption the bundled speech sample live
 # make test     - the test suite
 # make bench    - measure and rewrite BENCHMARKS.md (engine, continuous speech, Demucs, NeMo, evaluation matrix,
-#                denoiser gate, streams per box; about 140 min)
+#                denoiser gate, streams per box, the daemon with a 30-min soak; about 190 min)
 # make calibrate-gate - measure the denoiser gate's SNR map and mix curves (~40 min; needs ../shared)
 # make train-an4 - train the project's small streaming FastConformer-CTC on AN4 (CPU, ~40 min; needs ../shared)
 
@@ -51,6 +51,7 @@ bench: install
 	$(PY) bench/bench_eval.py --out BENCHMARKS.md
 	BENCH_GATE_CMD="make bench" $(PY) bench/bench_gate.py --out BENCHMARKS.md
 	BENCH_STREAMS_CMD="make bench" $(PY) bench/bench_streams.py --out BENCHMARKS.md
+	BENCH_DAEMON_CMD="make bench" $(PY) bench/bench_daemon.py --out BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -271,7 +271,7 @@ def scrape(server: str, names: tuple[str, ...]) -> dict[str, float]:
 SERVER_METRICS = ("process_cpu_seconds_total", "process_resident_memory_bytes")
 
 
-async def _remote_session(http, server: str, track: np.ndarray, delay: float, token: str | None) -> dict:
+async def remote_session(http, server: str, track: np.ndarray, delay: float, token: str | None) -> dict:
     import asyncio
     import json
 
@@ -342,7 +342,7 @@ def run_remote_load(server: str, tracks: list[np.ndarray], stagger_s: float = 1.
     async def main():
         nonlocal rss
         async with aiohttp.ClientSession() as http:
-            jobs = [asyncio.create_task(_remote_session(http, server, t, i * stagger_s / max(1, n), token))
+            jobs = [asyncio.create_task(remote_session(http, server, t, i * stagger_s / max(1, n), token))
                     for i, t in enumerate(tracks)]
             while not all(j.done() for j in jobs):
                 await asyncio.wait(jobs, timeout=1.0)

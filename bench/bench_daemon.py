@@ -1,0 +1,290 @@
+"""The daemon in BENCHMARKS.md: how many live sessions one `asr-stream serve` holds, latency
+against sessions, and a soak with RSS over time.
+
+For each chain (the default, Whisper without a denoiser, the project's AN4 NeMo model on ONNX)
+a daemon is started and `asr-stream loadtest --server` searches for the largest N of real-time
+WebSocket sessions with final p95 <= 1.5 s (as the clients see it) and no dropped audio. The
+baseline, in the same run: the same search in one process with no sockets (`asr-stream
+loadtest`), for the default chain. Then the soak: sessions of the default chain back to back
+(a new connection each minute) for --soak-min minutes, the daemon's RSS read from /metrics every
+10 s. Target: the default chain holds >= 4 sessions.
+
+    python bench/bench_daemon.py --out BENCHMARKS.md [--soak-min 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT))
+from common import cpu_and_cores, write_section  # noqa: E402
+
+BEGIN, END = "<!-- daemon:begin -->", "<!-- daemon:end -->"
+LJSPEECH = ROOT.parent / "shared" / "data" / "speech" / "ljspeech"
+DOCS = ROOT / "docs" / "bench" / "daemon"
+FINAL_P95 = 1.5
+SESSION_S = 20.0
+SOAK_SESSION_S = 60.0
+MAX_STREAMS = 32
+
+
+def chains() -> list[dict]:
+    return [
+        dict(label="default chain (DeepFilterNet3 gated + Whisper tiny.en)", key="default", args=[], target=4),
+        dict(label="Whisper tiny.en, no denoiser", key="whisper", args=["--denoiser", "none"], target=None),
+        dict(label="AN4 NeMo model (cache-aware 80 ms, ONNX), no denoiser", key="an4",
+             args=["--denoiser", "none", "--asr", "nemo", "--lookahead-ms", "80", "--model",
+                   "an4_fastconformer_ctc", "--runtime", "onnx"], target=None),
+    ]
+
+
+def speech_files(limit: int) -> list[str]:
+    if LJSPEECH.is_dir():
+        return [str(p) for p in sorted(LJSPEECH.glob("*.wav"))[:limit]]
+    from asr_stream.loadtest import default_files
+
+    return [str(p) for p in default_files()]
+
+
+class Daemon:
+    def __init__(self, exe: Path, args: list[str]):
+        self.cmd = [str(exe), "serve", "--port", "0", "--max-sessions", "64", *args]
+        self.port = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for line in self.proc.stderr:
+            m = re.search(r"listening on http://[^:\s]+:(\d+)", line)
+            if m:
+                self.port = int(m.group(1))
+            if self.port and "engines loaded" in line:
+                break
+        if self.port is None or self.proc.poll() is not None:
+            raise SystemExit(f"asr-stream serve did not start: {' '.join(self.cmd)}")
+        self.url = f"ws://127.0.0.1:{self.port}"
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    @property
+    def shown(self) -> str:
+        return " ".join(shlex.quote(a) for a in ["asr-stream", *self.cmd[1:]])
+
+
+def loadtest(exe: Path, files: list[str], out: Path, server: str | None, chain_args: list[str]) -> tuple[str, dict]:
+    args = [str(exe), "loadtest", "--seconds", f"{SESSION_S:g}", "--stagger-s", "2", "--max-streams", str(MAX_STREAMS),
+            "--final-p95", str(FINAL_P95), "--json", str(out), "--audio", *files]
+    args += ["--server", server] if server else chain_args
+    shown = " ".join(shlex.quote(a) for a in ["asr-stream", *args[1:]])
+    shown = shown.replace(" ".join(shlex.quote(f) for f in files), f"<{len(files)} speech files>")
+    shown = shown.replace(shlex.quote(str(out)), out.name)
+    if server:
+        shown = shown.replace(server, "ws://127.0.0.1:PORT")
+    print(f"$ {shown}", flush=True)
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+    print(proc.stdout + proc.stderr, flush=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"loadtest failed: {proc.stderr.strip()}")
+    return shown, json.loads(out.read_text())
+
+
+def soak(server: str, files: list[str], sessions: int, minutes: float) -> dict:
+    """`sessions` clients, each running real-time sessions of SOAK_SESSION_S back to back."""
+    import aiohttp
+
+    from asr_stream.loadtest import SERVER_METRICS, remote_session, scrape, speech_tracks
+    from asr_stream.stats import RollingLatency
+
+    tracks = speech_tracks(files, max(sessions * 4, 8), SOAK_SESSION_S)
+    end_at = time.monotonic() + minutes * 60
+    rss, final, done, errors, dropped = [], RollingLatency(), [0], [], [0]
+
+    async def client(i: int):
+        k = i
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() + SOAK_SESSION_S < end_at:
+                r = await remote_session(http, server, tracks[k % len(tracks)], 0.0, None)
+                k += sessions
+                final.merge(r["latency"].final)
+                done[0] += 1
+                if r["error"]:
+                    errors.append(r["error"])
+                if r["summary"]:
+                    dropped[0] += r["summary"]["dropped_samples"]
+
+    async def sample():
+        t0 = time.monotonic()
+        while time.monotonic() < end_at:
+            m = await asyncio.to_thread(scrape, server, SERVER_METRICS)
+            rss.append((time.monotonic() - t0, m["process_resident_memory_bytes"] / 2**20))
+            await asyncio.sleep(10.0)
+
+    async def main():
+        await asyncio.gather(sample(), *[client(i) for i in range(sessions)])
+
+    asyncio.run(main())
+    return {"sessions": sessions, "minutes": minutes, "rss": rss, "final_p95_s": final.percentile(95),
+            "final_p50_s": final.percentile(50), "completed": done[0], "errors": errors,
+            "dropped_seconds": dropped[0] / 16000}
+
+
+def plot_latency(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for key, (chain, report) in results.items():
+        rows = sorted(report["results"], key=lambda r: r["streams"])
+        n = [r["streams"] for r in rows]
+        line, = ax.plot(n, [r["final_p95_s"] for r in rows], "o-", label=f"{key}: final p95")
+        ax.plot(n, [r["final_p50_s"] for r in rows], "x--", color=line.get_color(), label=f"{key}: final p50")
+    ax.axhline(FINAL_P95, color="grey", lw=0.8, ls=":", label="target p95")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent live sessions on one daemon")
+    ax.set_ylabel("final latency, s (as the clients see it)")
+    ax.set_title("asr-stream serve: latency against sessions")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_soak(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    t = [x / 60 for x, _ in report["rss"]]
+    ax.plot(t, [y for _, y in report["rss"]], "-")
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("daemon RSS, MB")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"Soak: {report['sessions']} live sessions back to back, {report['completed']} sessions in all")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _ms(v) -> str:
+    return "n/a" if v is None else f"{v * 1000:.0f}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    p.add_argument("--soak-min", type=float, default=30.0, help="soak length in minutes (default 30)")
+    p.add_argument("--quick", action="store_true", help="a check of the script: 8 s sessions, N up to 2")
+    args = p.parse_args(argv)
+    global SESSION_S, MAX_STREAMS
+    if args.quick:
+        SESSION_S, MAX_STREAMS = 8.0, 2
+    exe = Path(sys.executable).parent / "asr-stream"
+    cpu, cores = cpu_and_cores()
+    cmd = os.environ.get("BENCH_DAEMON_CMD", "python bench/bench_daemon.py")
+    files = speech_files(40)
+    started = time.monotonic()
+    results, commands = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for chain in chains():
+            with Daemon(exe, chain["args"]) as d:
+                shown, report = loadtest(exe, files, Path(tmp) / f"{chain['key']}.json", d.url, [])
+            results[chain["key"]] = (chain, report)
+            commands[chain["key"]] = (d.shown.replace("--port 0", "--port PORT"), shown)
+        base_cmd, baseline = loadtest(exe, files, Path(tmp) / "default-in-process.json", None, [])
+        soak_sessions = max(1, min(2, results["default"][1]["capacity"]))
+        with Daemon(exe, []) as d:
+            print(f"soak: {soak_sessions} sessions for {args.soak_min:g} min against {d.shown}", flush=True)
+            soaked = soak(d.url, files, soak_sessions, args.soak_min)
+            soak_cmd = d.shown.replace("--port 0", "--port PORT")
+    DOCS.mkdir(parents=True, exist_ok=True)
+    (DOCS / "results.json").write_text(json.dumps({"chains": {k: r for k, (_, r) in results.items()},
+                                                   "baseline": baseline, "soak": soaked}, indent=1) + "\n")
+    plot_latency(results, DOCS / "latency_vs_sessions.png")
+    plot_soak(soaked, DOCS / "soak_rss.png")
+    rss = soaked["rss"]
+    settled = [y for x, y in rss if x >= 300] or [y for _, y in rss]
+    later = [(x, y) for x, y in rss if x >= 300]
+    slope = None
+    if len(later) >= 3:
+        import numpy as np
+
+        xs, ys = np.array([x for x, _ in later]), np.array([y for _, y in later])
+        slope = float(np.polyfit(xs, ys, 1)[0] * 600)  # MB per 10 minutes
+    took = (time.monotonic() - started) / 60
+    default_cap = results["default"][1]["capacity"]
+    L = [BEGIN, "## The daemon (asr-stream serve)", "",
+         f"Made by `{cmd}` on {cpu} ({cores} cores) in {took:.0f} min. Each chain runs in its own `asr-stream "
+         "serve` on 127.0.0.1; `asr-stream loadtest --server` opens N WebSocket sessions of "
+         f"{SESSION_S:g} s of continuous read speech ({len(files)} clips joined end to end, each session starting "
+         "at another clip, starts spread over 2 s), sent as 16-bit PCM in 20 ms frames at wall-clock pace. "
+         "Latency is the clients': a word's last audio frame sent to the message that commits it, sockets and "
+         f"all. A run holds when final p95 <= {FINAL_P95:g} s, no audio was dropped and no session failed; N "
+         "doubles from 1 until a run misses, then the gap is halved. CPU and RSS are the daemon's own, from "
+         "its /metrics. The baseline is the same search in one process with no sockets (`asr-stream "
+         "loadtest`), measured in this run.", "",
+         "| chain | sessions held by the daemon | target | |", "|---|---|---|---|"]
+    for chain in chains():
+        cap = results[chain["key"]][1]["capacity"]
+        target = chain["target"]
+        verdict = "" if target is None else ("met" if cap >= target else f"**missed** ({cap} of {target})")
+        L.append(f"| {chain['label']} | {cap} | {'>= ' + str(target) if target else '-'} | {verdict} |")
+    ratio = f"{default_cap / baseline['capacity']:.2f}" if baseline["capacity"] else "n/a"
+    L += ["", f"Baseline, the default chain in one process without sockets: {baseline['capacity']} streams held "
+          f"(daemon / in-process = {ratio}); `{base_cmd}`.", "",
+          "![final latency against sessions](docs/bench/daemon/latency_vs_sessions.png)", ""]
+    for chain in chains():
+        report = results[chain["key"]][1]
+        daemon_cmd, load_cmd = commands[chain["key"]]
+        L += [f"### {chain['label']}", "", f"`{daemon_cmd}`, then `{load_cmd}`", "",
+              "| N | partial p50 / p95 ms | final p50 / p95 ms | daemon CPU per session | cores busy | RSS MB | "
+              "dropped s | skipped partials | holds |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(report["results"], key=lambda r: r["streams"]):
+            failed = f" ({len(r['errors'])} failed)" if r["errors"] else ""
+            L.append(f"| {r['streams']} | {_ms(r['partial_p50_s'])} / {_ms(r['partial_p95_s'])} | "
+                     f"{_ms(r['final_p50_s'])} / {_ms(r['final_p95_s'])} | {r['cpu_per_stream']:.3f} | "
+                     f"{r['cores_used']:.2f} | {r['rss_mb']:.0f} | {r['dropped_seconds']:.1f} | "
+                     f"{r['skipped_partials']} | {'yes' if r['holds'] else 'no'}{failed} |")
+        L.append("")
+    flat = "n/a" if slope is None else f"{slope:+.1f} MB per 10 min after the first 5 min"
+    L += ["### Soak", "",
+          f"`{soak_cmd}`, then {soaked['sessions']} clients each opening live sessions of {SOAK_SESSION_S:g} s of "
+          f"speech back to back (a new connection each time) for {soaked['minutes']:g} min; the daemon's RSS read "
+          "from its /metrics every 10 s.", "",
+          "| sessions completed | failed | dropped s | final p50 / p95 ms | RSS at 5 min | RSS at the end | "
+          "largest | trend |", "|---|---|---|---|---|---|---|---|",
+          f"| {soaked['completed']} | {len(soaked['errors'])} | {soaked['dropped_seconds']:.1f} | "
+          f"{_ms(soaked['final_p50_s'])} / {_ms(soaked['final_p95_s'])} | {settled[0]:.0f} MB | {rss[-1][1]:.0f} MB | "
+          f"{max(y for _, y in rss):.0f} MB | {flat} |", "",
+          "![daemon RSS during the soak](docs/bench/daemon/soak_rss.png)", "", END]
+    write_section(args.out, "\n".join(L) + "\n", BEGIN, END)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
