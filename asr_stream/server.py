@@ -40,6 +40,7 @@ RATE_CAP = 1.25  # a live session may send audio at most this much faster than r
 RATE_SLACK_S = 5.0  # ...plus this much ahead (network jitter bunches frames)
 MAX_OUTBOX_FINALS = 512  # finals a client has not read yet; past it, it is not reading: closed
 END_WAIT_S = 120.0  # after the last audio, how long a session may take to give its finals
+SEND_TIMEOUT_S = 30.0  # a message the client's socket takes no more of in this long: the client is gone
 
 
 @dataclass
@@ -283,8 +284,16 @@ class Connection:
         server, m = self.server, self.server.metrics
         # in a thread: a stream's own state can take a while to build (DeepFilterNet loads its
         # model per stream), and the other sessions' frames must not wait for it
-        self.session = await asyncio.to_thread(server.scheduler.open_stream, on_hypothesis=self._on_hypothesis,
-                                               live=self.live)
+        try:
+            self.session = await asyncio.to_thread(server.scheduler.open_stream, on_hypothesis=self._on_hypothesis,
+                                                   live=self.live)
+        except Exception as exc:  # a stage that cannot even start fails this session only
+            log.error("session failed to start", extra={"event": "session_error", "session": self.id,
+                                                        "detail": f"{type(exc).__name__}: {exc}"})
+            server.metrics.sessions_ended.labels("failed").inc()
+            await self._send({"type": "error", "message": f"internal error: cannot start the session: {exc}"})
+            await self._close(p.CLOSE_INTERNAL, "internal error")
+            return
         self.session.latency.listener = m.observe_latency
         engines = server.engines
         log.info("session opened", extra={"event": "session_open", "session": self.id, **self.params.query(),
@@ -451,10 +460,10 @@ class Connection:
     async def _send(self, msg: dict) -> bool:
         if self.ws.closed or self._closing:
             return False
-        try:
-            await self.ws.send_str(json.dumps(msg, ensure_ascii=False))
+        try:  # a client that stops reading fills its socket: it is given up on, not waited for
+            await asyncio.wait_for(self.ws.send_str(json.dumps(msg, ensure_ascii=False)), SEND_TIMEOUT_S)
             return True
-        except (ConnectionError, RuntimeError):
+        except (ConnectionError, RuntimeError, asyncio.TimeoutError):
             return False
 
     async def _close(self, code: int, message: str) -> None:

@@ -103,6 +103,10 @@ def test_two_daemons_behind_nginx(tmp_path):
             assert len(on_a) == 2 and all(h.close_code == 1001 and h.last("end")["reason"] == "draining" for h in on_a)
             assert Counter(r.ready["instance"] for r in later) == {"b": 4}
             assert all(r.close_code == 1000 and "hello world" in normalize(r.text) for r in later)
+            # the caption page served through nginx opens its session with nginx's origin
+            page = asyncio.run(run_session(url, hello, realtime=False, query={"pace": "fast"},
+                                           headers={"Origin": f"http://127.0.0.1:{listen}"}))
+            assert page.close_code == 1000 and page.ready["instance"] == "b"
             assert a.wait(30) == 0
             after = asyncio.run(run_session(url, hello, realtime=False, query={"pace": "fast"}))
             assert after.ready["instance"] == "b" and after.close_code == 1000  # a is gone: b serves alone
