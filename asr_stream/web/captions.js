@@ -91,9 +91,17 @@ async function start() {
     else if (msg.type === "end") setStatus(`ended: ${msg.summary.audio_seconds} s of audio`);
     else if (msg.type === "error") setStatus(`error: ${msg.message}`);
   };
-  socket.onclose = (event) => {
-    if (!statusLine.textContent.startsWith("error") && !statusLine.textContent.startsWith("ended"))
+  let opened = false;
+  socket.addEventListener("message", () => { opened = true; });
+  socket.onclose = async (event) => {
+    if (!opened) {
+      // a refused handshake (full, draining, bad token) is invisible to a page: ask the probe why
+      let why = "";
+      try { why = (await (await fetch("readyz")).json()).status; } catch (err) { /* unreachable */ }
+      setStatus(`could not open a session${why && why !== "ready" ? ": the server is " + why : " (wrong token?)"}`);
+    } else if (!statusLine.textContent.startsWith("error") && !statusLine.textContent.startsWith("ended")) {
       setStatus(`connection closed (${event.code}${event.reason ? ": " + event.reason : ""})`);
+    }
     release();
   };
   startButton.textContent = "Stop";
