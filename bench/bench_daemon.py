@@ -30,10 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
-from common import cpu_and_cores, write_section  # noqa: E402
+from bench_streams import speech_files  # noqa: E402
+from common import cpu_and_cores, save_plot, write_section  # noqa: E402
 
 BEGIN, END = "<!-- daemon:begin -->", "<!-- daemon:end -->"
-LJSPEECH = ROOT.parent / "shared" / "data" / "speech" / "ljspeech"
 DOCS = ROOT / "docs" / "bench" / "daemon"
 FINAL_P95 = 1.5
 SESSION_S = 20.0
@@ -49,14 +49,6 @@ def chains() -> list[dict]:
              args=["--denoiser", "none", "--asr", "nemo", "--lookahead-ms", "80", "--model",
                    "an4_fastconformer_ctc", "--runtime", "onnx"], target=None),
     ]
-
-
-def speech_files(limit: int) -> list[str]:
-    if LJSPEECH.is_dir():
-        return [str(p) for p in sorted(LJSPEECH.glob("*.wav"))[:limit]]
-    from asr_stream.loadtest import default_files
-
-    return [str(p) for p in default_files()]
 
 
 class Daemon:
@@ -165,10 +157,7 @@ def plot_latency(results: dict, path: Path) -> None:
     ax.set_title("asr-stream serve: latency against sessions")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_plot(fig, path)
 
 
 def plot_soak(report: dict, path: Path) -> None:
@@ -185,10 +174,7 @@ def plot_soak(report: dict, path: Path) -> None:
     ax.set_ylim(bottom=0)
     ax.set_title(f"Soak: {report['sessions']} live sessions back to back, {report['completed']} sessions in all")
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_plot(fig, path)
 
 
 def _ms(v) -> str:

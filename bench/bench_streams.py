@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
-from common import cpu_and_cores, write_section  # noqa: E402
+from common import cpu_and_cores, save_plot, write_section  # noqa: E402
 
 BEGIN, END = "<!-- streams:begin -->", "<!-- streams:end -->"
 LJSPEECH = ROOT.parent / "shared" / "data" / "speech" / "ljspeech"
@@ -98,10 +98,7 @@ def plot(results: dict, path: Path) -> None:
     ax.set_title("Per-stream CPU against the number of streams")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_plot(fig, path)
 
 
 def _split(key_batched) -> tuple[str, str]:

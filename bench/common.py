@@ -44,3 +44,13 @@ def load_16k(path: Path):
     from asr_stream.evaluation.audio import load_16k as _load
 
     return _load(Path(path))
+
+
+def save_plot(fig, path: Path) -> None:
+    """Lay out a matplotlib figure, write it (110 dpi, folders made) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
