@@ -51,6 +51,7 @@ class LoadResult:
     drain_seconds: float  # after the last audio, until every session's last final
     holds: bool = False
     batch: dict = field(default_factory=dict)
+    client_cpu_per_stream: float | None = None  # --server: this client's own CPU, on the same machine
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -349,9 +350,9 @@ def run_remote_load(server: str, tracks: list[np.ndarray], stagger_s: float = 1.
                 rss = max(rss, (await asyncio.to_thread(scrape, server, SERVER_METRICS))["process_resident_memory_bytes"])
             return [j.result() for j in jobs]
 
-    t0 = time.monotonic()
+    t0, client0 = time.monotonic(), time.process_time()
     results = asyncio.run(main())
-    wall = time.monotonic() - t0
+    wall, client_cpu = time.monotonic() - t0, time.process_time() - client0
     after = scrape(server, SERVER_METRICS)
     cpu = after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]
     partial, final = RollingLatency(), RollingLatency()
@@ -374,7 +375,8 @@ def run_remote_load(server: str, tracks: list[np.ndarray], stagger_s: float = 1.
         cpu_per_stream=round(cpu / (n * audio_s), 4), cores_used=round(cpu / wall, 3),
         rss_mb=round(max(rss, after["process_resident_memory_bytes"]) / 2**20, 1),
         dropped_seconds=round(dropped / SAMPLE_RATE, 3), skipped_partials=int(skipped), errors=errors,
-        mean_batch=None, drain_seconds=round(max(drains, default=0.0), 3))
+        mean_batch=None, drain_seconds=round(max(drains, default=0.0), 3),
+        client_cpu_per_stream=round(client_cpu / (n * audio_s), 4))
     result.holds = (not errors and result.dropped_seconds <= targets.max_dropped_s and result.final_p95_s is not None
                     and result.final_p95_s <= targets.final_p95_s)
     return result
