@@ -304,6 +304,7 @@ class MultiStreamScheduler:
             except queue.Empty:
                 continue
             session._turn()
+            del session  # a worker waiting for work holds no closed session (nor its native state)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the workers (sessions still open get no more turns)."""

@@ -12,6 +12,7 @@ chain; a client can end, break or abandon only its own session.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -20,6 +21,7 @@ import signal
 import socket
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from urllib.parse import urlsplit
@@ -88,6 +90,10 @@ class CaptionServer:
         self.load_error: BaseException | None = None
         self.draining = False
         self.connections: dict[str, Connection] = {}
+        # streams are made on one thread of their own: building one can take a while (DeepFilterNet
+        # loads its model per stream) and the event loop must not wait; one long-lived thread keeps
+        # the native libraries' allocations in one place (threads coming and going grew RSS)
+        self.opener = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-opener")
         self._ids = 0
         self.app = web.Application()
         self.app.add_routes([web.get("/", self.page), web.get("/healthz", self.healthz),
@@ -138,6 +144,7 @@ class CaptionServer:
     def close(self) -> None:
         if self.scheduler is not None:
             self.scheduler.close()
+        self.opener.shutdown(wait=False)
 
     # -- HTTP -----------------------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:
@@ -285,8 +292,9 @@ class Connection:
         # in a thread: a stream's own state can take a while to build (DeepFilterNet loads its
         # model per stream), and the other sessions' frames must not wait for it
         try:
-            self.session = await asyncio.to_thread(server.scheduler.open_stream, on_hypothesis=self._on_hypothesis,
-                                                   live=self.live)
+            self.session = await asyncio.get_running_loop().run_in_executor(
+                server.opener, functools.partial(server.scheduler.open_stream, on_hypothesis=self._on_hypothesis,
+                                                 live=self.live))
         except Exception as exc:  # a stage that cannot even start fails this session only
             log.error("session failed to start", extra={"event": "session_error", "session": self.id,
                                                         "detail": f"{type(exc).__name__}: {exc}"})
@@ -336,7 +344,9 @@ class Connection:
             reason, code, message = "failed", p.CLOSE_INTERNAL, f"internal error: {self.session.error}"
             log.error("session failed", extra={"event": "session_error", "session": self.id,
                                                "detail": str(self.session.error)})
-        await asyncio.to_thread(self.session.closed.wait, 10.0)  # its worker is done with it
+        deadline = time.monotonic() + 10.0
+        while not self.session.closed.is_set() and time.monotonic() < deadline:  # its worker is done with it
+            await asyncio.sleep(0.01)
         summary = self.session.summary(self.live)
         server.release(self)  # the slot is free before the client hears the session is over
         if reason in ("end", "draining"):
@@ -426,8 +436,12 @@ class Connection:
         if self.live:
             self._push_audio(y)
         elif len(y):  # a file: wait for room rather than drop (the client waits for us in turn)
-            await asyncio.to_thread(self.session.accept_waveform, y, None, True)
-            self.server.metrics.audio_seconds.inc(len(y) / SAMPLE_RATE)
+            room = self.server.config.max_backlog_s / 2
+            piece = int(room * SAMPLE_RATE)
+            for i in range(0, len(y), piece):  # a frame may hold more audio than the backlog does
+                while self.session.backlog_s > room and not self.session.closed.is_set():
+                    await asyncio.sleep(0.01)
+                self._push_audio(y[i : i + piece])
         return None
 
     def _push_audio(self, y: np.ndarray) -> None:

@@ -305,3 +305,12 @@ def test_systemd_hears_ready_once_the_engines_are_loaded_and_stopping_on_drain(t
             d.signal(signal.SIGTERM)
             assert sock.recv(256) == b"STOPPING=1"
             assert d.wait(30) == 0
+
+
+def test_a_file_session_in_frames_longer_than_the_backlog_loses_nothing(plain, clips):
+    demo, demo_text = clips["demo"]
+    audio = np.concatenate([demo, _silence(0.5)])
+    r = session(plain.ws, audio, realtime=False, frame_s=10.0, encoding="f32le", query={"pace": "fast"})  # 640 KB frames
+    assert r.close_code == 1000 and r.last("end")["summary"]["dropped_samples"] == 0
+    assert r.last("end")["summary"]["audio_seconds"] == pytest.approx(len(audio) / SR, abs=0.02)
+    assert wer([demo_text], [r.text]) < 0.25
