@@ -82,20 +82,27 @@ class Daemon:
 
 
 def loadtest(exe: Path, files: list[str], out: Path, server: str | None, chain_args: list[str]) -> tuple[str, dict]:
-    args = [str(exe), "loadtest", "--seconds", f"{SESSION_S:g}", "--stagger-s", "2", "--max-streams", str(MAX_STREAMS),
-            "--final-p95", str(FINAL_P95), "--json", str(out), "--audio", *files]
-    args += ["--server", server] if server else chain_args
-    shown = " ".join(shlex.quote(a) for a in ["asr-stream", *args[1:]])
-    shown = shown.replace(" ".join(shlex.quote(f) for f in files), f"<{len(files)} speech files>")
-    shown = shown.replace(shlex.quote(str(out)), out.name)
-    if server:
-        shown = shown.replace(server, "ws://127.0.0.1:PORT")
+    args = [str(exe), *_loadtest_args(files, out, server, chain_args)]
+    shown = _shown(args, files, out, server)
     print(f"$ {shown}", flush=True)
     proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
     print(proc.stdout + proc.stderr, flush=True)
     if proc.returncode != 0:
         raise SystemExit(f"loadtest failed: {proc.stderr.strip()}")
     return shown, json.loads(out.read_text())
+
+
+def _loadtest_args(files: list[str], out: Path, server: str | None, chain_args: list[str]) -> list[str]:
+    args = ["loadtest", "--seconds", f"{SESSION_S:g}", "--stagger-s", "2", "--max-streams", str(MAX_STREAMS),
+            "--final-p95", str(FINAL_P95), "--json", str(out), "--audio", *files]
+    return args + (["--server", server] if server else chain_args)
+
+
+def _shown(args: list[str], files: list[str], out: Path, server: str | None) -> str:
+    shown = " ".join(shlex.quote(a) for a in ["asr-stream", *args[1:]])
+    shown = shown.replace(" ".join(shlex.quote(f) for f in files), f"<{len(files)} speech files>")
+    shown = shown.replace(shlex.quote(str(out)), out.name)
+    return shown.replace(server, "ws://127.0.0.1:PORT") if server else shown
 
 
 def soak(server: str, files: list[str], sessions: int, minutes: float) -> dict:
@@ -190,6 +197,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     p.add_argument("--soak-min", type=float, default=30.0, help="soak length in minutes (default 30)")
     p.add_argument("--quick", action="store_true", help="a check of the script: 8 s sessions, N up to 2")
+    p.add_argument("--soak-only", action="store_true",
+                   help="run the soak again but keep the last full run's sessions tables (docs/bench/daemon/results.json)")
     p.add_argument("--keep-soak", action="store_true",
                    help="measure the sessions again but keep the last full run's soak (docs/bench/daemon/results.json)")
     args = p.parse_args(argv)
@@ -202,17 +211,33 @@ def main(argv=None) -> int:
     files = speech_files(40)
     started = time.monotonic()
     results, commands = {}, {}
+    kept = DOCS / "results.json"
+    previous = json.loads(kept.read_text()) if kept.is_file() else None
+    sessions_note = ""
+    if args.soak_only and previous:
+        written = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(kept.stat().st_mtime))
+        sessions_note = f" The sessions tables are kept from this script's last full run (written {written}); only the soak was measured again."
     with tempfile.TemporaryDirectory() as tmp:
-        for chain in chains():
+        for chain in (chains() if not sessions_note else []):
             with Daemon(exe, chain["args"]) as d:
                 shown, report = loadtest(exe, files, Path(tmp) / f"{chain['key']}.json", d.url, [])
             results[chain["key"]] = (chain, report)
             commands[chain["key"]] = (d.shown.replace("--port 0", "--port PORT"), shown)
-        base_cmd, baseline = loadtest(exe, files, Path(tmp) / "default-in-process.json", None, [])
-        kept = DOCS / "results.json"
+        if sessions_note:
+            results = {k: (next(c for c in chains() if c["key"] == k), r) for k, r in previous["chains"].items()}
+            for chain in chains():  # the same commands as the run that measured them
+                out = Path(tmp) / f"{chain['key']}.json"
+                commands[chain["key"]] = (
+                    Daemon(exe, chain["args"]).shown.replace("--port 0", "--port PORT"),
+                    _shown(["asr-stream", *_loadtest_args(files, out, "ws://s", [])], files, out, "ws://s"))
+            out = Path(tmp) / "default-in-process.json"
+            base_cmd = _shown(["asr-stream", *_loadtest_args(files, out, None, [])], files, out, None)
+            baseline = previous["baseline"]
+        else:
+            base_cmd, baseline = loadtest(exe, files, Path(tmp) / "default-in-process.json", None, [])
         soak_note = ""
-        if args.keep_soak and kept.is_file():
-            soaked = json.loads(kept.read_text())["soak"]
+        if args.keep_soak and previous:
+            soaked = previous["soak"]
             soak_cmd = soaked.get("command", "asr-stream serve --port PORT --max-sessions 64")
             written = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(kept.stat().st_mtime))
             soak_note = f" (kept from this script's last full run, written {written}; not measured again)"
@@ -225,7 +250,8 @@ def main(argv=None) -> int:
             soaked["command"] = soak_cmd
     DOCS.mkdir(parents=True, exist_ok=True)
     (DOCS / "results.json").write_text(json.dumps({"chains": {k: r for k, (_, r) in results.items()},
-                                                   "baseline": baseline, "soak": soaked}, indent=1) + "\n")
+                                                   "commands": commands, "baseline": baseline,
+                                                   "baseline_command": base_cmd, "soak": soaked}, indent=1) + "\n")
     plot_latency(results, DOCS / "latency_vs_sessions.png")
     plot_soak(soaked, DOCS / "soak_rss.png")
     rss = soaked["rss"]
@@ -249,7 +275,7 @@ def main(argv=None) -> int:
          "doubles from 1 until a run misses, then the gap is halved. CPU and RSS are the daemon's own, from "
          "its /metrics; the client runs on the same cores, and its own CPU per session is in the tables "
          "(a deployment's clients are elsewhere). The baseline is the same search in one process with no "
-         "sockets and no client process (`asr-stream loadtest`), measured in this run.", "",
+         "sockets and no client process (`asr-stream loadtest`), measured in this run." + sessions_note, "",
          "| chain | sessions held by the daemon | target | |", "|---|---|---|---|"]
     for chain in chains():
         cap = results[chain["key"]][1]["capacity"]
