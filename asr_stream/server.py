@@ -313,11 +313,11 @@ class Connection:
                           "recognizer": engines.recognizer.name, "max_frame_bytes": server.config.max_frame_bytes,
                           "max_session_seconds": server.config.max_session_s})
         self._reader = asyncio.create_task(self._read_loop())
-        if self._stop_reason is not None:  # the drain began while this session was opening
-            self._reader.cancel()
         sender = asyncio.create_task(self._send_loop())
         done, _ = await asyncio.wait({self._reader, sender}, return_when=asyncio.FIRST_COMPLETED)
-        if self._reader in done:
+        if self._reader in done and self._reader.cancelled():  # stopped before it ever ran (a drain)
+            reason, code, message = self._stop_reason or "gone", p.CLOSE_GOING_AWAY, None
+        elif self._reader in done:
             reason, code, message = self._reader.result()
         else:
             self._reader.cancel()
@@ -390,6 +390,8 @@ class Connection:
         Returns (reason, close code, message)."""
         limit = self.server.config.max_session_s
         max_frame = self.server.config.max_frame_bytes
+        if self._stop_reason is not None:  # the drain began while this session was opening
+            return self._stop_reason, p.CLOSE_GOING_AWAY, None
         try:
             while True:
                 timeout = None if limit is None else max(0.0, self.started + limit - time.monotonic())

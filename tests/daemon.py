@@ -158,7 +158,8 @@ async def run_session(url: str, audio: np.ndarray | None, rate: int = 16000, que
                       send_end: bool = True, encoding: str = "s16le", channels: int = 1,
                       on_open=None, timeout: float = 300.0) -> SessionResult:
     """One session: send `audio` (at `rate`, in `frame_s` frames, at wall-clock pace when
-    `realtime`), then {"type": "end"}; collect every message until the server closes."""
+    `realtime`), then {"type": "end"}; collect every message until the server closes.
+    `on_open(ws)`, if given, runs before the audio is sent, while the client reads on."""
     q = {"sample_rate": str(rate), "encoding": encoding, "channels": str(channels), **(query or {})}
     result = SessionResult()
     async with aiohttp.ClientSession() as http:
@@ -182,7 +183,13 @@ async def run_session(url: str, audio: np.ndarray | None, rate: int = 16000, que
             if send_end and not ws.closed:
                 await ws.send_str(json.dumps({"type": "end"}))
 
+        async def opened_then_send():  # while this waits, the client goes on reading
+            if on_open is not None:
+                await on_open(ws)
+            await send()
+
         sender = None
+
         async def receive():
             nonlocal sender
             async for msg in ws:
@@ -191,9 +198,7 @@ async def run_session(url: str, audio: np.ndarray | None, rate: int = 16000, que
                 data = json.loads(msg.data)
                 if data["type"] == "ready":
                     result.ready = data
-                    if on_open is not None:
-                        await on_open(ws)
-                    sender = asyncio.create_task(send())
+                    sender = asyncio.create_task(opened_then_send())
                 else:
                     result.messages.append(data)
 

@@ -100,7 +100,8 @@ def test_two_daemons_behind_nginx(tmp_path):
             spread, held, later = asyncio.run(spread_then_drain())
             assert spread == (2, 2)  # least_conn: the four open sessions share the two daemons
             on_a = [h for h in held if h.ready["instance"] == "a"]
-            assert len(on_a) == 2 and all(h.close_code == 1001 and h.last("end")["reason"] == "draining" for h in on_a)
+            assert len(on_a) == 2 and all(h.close_code == 1001 and h.last("end")["reason"] == "draining" for h in on_a), \
+                ([(h.close_code, h.messages) for h in on_a], a.log)
             assert Counter(r.ready["instance"] for r in later) == {"b": 4}
             assert all(r.close_code == 1000 and "hello world" in normalize(r.text) for r in later)
             # the caption page served through nginx opens its session with nginx's origin
