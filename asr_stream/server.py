@@ -267,6 +267,7 @@ class Connection:
         self.started = time.monotonic()
         self.received_s = 0.0  # client-rate seconds of audio received
         self.sanitized = 0
+        self.discarded = 0  # samples pending when the client left (never recognised)
         self._busy_reported = {"denoiser": 0.0, "recognizer": 0.0}
 
     # -- from the scheduler's workers -----------------------------------------------------
@@ -336,8 +337,8 @@ class Connection:
                 await asyncio.wait_for(asyncio.shield(sender), END_WAIT_S)
             except asyncio.TimeoutError:
                 reason, code, message = "failed", p.CLOSE_INTERNAL, "the session did not finish in time"
-        else:
-            self.session.cancel()
+        else:  # the client left or broke the protocol: what it sent and is not yet recognised is logged
+            self.discarded = self.session.cancel()
         if not sender.done():
             sender.cancel()
         if self.session.error is not None:
@@ -366,7 +367,7 @@ class Connection:
         log.info("session ended", extra={"event": "session_end", "session": self.id, "reason": reason,
                                          "audio_seconds": summary["audio_seconds"],
                                          "dropped_samples": summary["dropped_samples"],
-                                         "sanitized_samples": self.sanitized})
+                                         "discarded_samples": self.discarded, "sanitized_samples": self.sanitized})
 
     def _report_busy(self) -> None:
         for stage, total in self.session.stage_busy_s.items():
