@@ -8,9 +8,16 @@ Whisper is not a streaming model; this loop makes it one without dropping words:
   still unsettled `commit_horizon_s` before the buffer's end is committed as the latest decode
   has it, so commit latency stays bounded however long nobody pauses.
 - Committed words are never rewritten. The buffer is cut after them, keeping the last
-  `keep_committed_s` of committed audio, whose words the decoder is forced to continue from;
-  older words become the decoder's prompt. A decode therefore costs what the uncommitted audio
-  costs, not a fixed window.
+  `keep_committed_s` of committed audio as context (cut clear of the next word's onset); the
+  committed words before the buffer are the decoder's prompt. A decode therefore costs what the
+  uncommitted audio costs, not a fixed window.
+- The invariant: a word is committed only where no committed word covers its audio, judged
+  from the decoder's own alignment. The decode re-transcribes the context audio, maybe in other
+  words; those words lie on committed audio and are dropped, so one stretch of audio is never
+  committed twice. (Forcing the decoder to continue from the committed words instead let it
+  write them again after the prefix, and stalled it for seconds after an odd prefix.)
+- The final decode of an utterance pads the buffer with `final_pad_s` of silence: on a short
+  window ending right after the speech, Whisper otherwise loops over the last words.
 - Decoded words are kept only where the audio supports them (`whisper_grounding`): repeated
   speech is kept, runaway repeats are cut; faster-whisper's no-speech test drops decodes of
   non-speech.
@@ -32,11 +39,12 @@ from asr_stream import SAMPLE_RATE
 from asr_stream.errors import UserError
 from asr_stream.recognizers import whisper_models
 from asr_stream.recognizers.whisper_decoder import SENTENCE_END, AlignedWord, WhisperDecoder
-from asr_stream.recognizers.whisper_grounding import key, supported_words
+from asr_stream.recognizers.whisper_grounding import COLLAPSED_S, key, supported_words
 from asr_stream.stages import Hypothesis, Word
 from asr_stream.vad import CHUNK, SpeechDetector
 
 PROMPT_WORDS = 48  # committed words before the buffer that condition the decoder
+SAME_WORD_JITTER_S = 0.05  # how far two alignments of one word's edges may differ
 
 
 def bundled_model_path() -> str:
@@ -85,7 +93,8 @@ class WhisperStreamingRecognizer:
                  language: str | None = "en", decoder: WhisperDecoder | None = None,
                  partial_interval_s: float = 0.4, commit_horizon_s: float = 2.0, keep_committed_s: float = 1.0,
                  max_buffer_s: float = 10.0, max_utterance_s: float = 15.0, min_silence_s: float = 0.5,
-                 preroll_s: float = 0.5, backlog_s: float | None = 0.5):
+                 preroll_s: float = 0.5, backlog_s: float | None = 0.5, final_pad_s: float = 4.0,
+                 cut_margin_s: float = 0.15):
         self.decoder = decoder or load_decoder(model, device=device, threads=threads, language=language)
         self.model_path = self.decoder.model_path
         self.partial_interval = int(partial_interval_s * SAMPLE_RATE)
@@ -106,6 +115,10 @@ class WhisperStreamingRecognizer:
         self.horizon_commits = 0  # words committed by the horizon rule rather than by agreement
         self.ungrounded_words = 0  # decoded words cut as unsupported by the audio
         self.unrecognized_seconds = 0.0  # speech cut from a full buffer before any word was found in it
+        self.final_pad = final_pad_s
+        self.cut_margin = cut_margin_s
+        self.context_words = 0  # decoded words that re-transcribed committed audio (expected, not errors)
+        self.overlap_rejected = 0  # words after new ones that lay on committed audio: the invariant's rejects
         self.reset()
 
     # -- streaming surface ------------------------------------------------------------
@@ -120,6 +133,7 @@ class WhisperStreamingRecognizer:
         self._in_utt = False
         self._prompt: deque[Word] = deque(maxlen=PROMPT_WORDS)
         self._floor = 0.0  # end of the last committed word: word times never go back
+        self._covered: deque[tuple[float, float, str]] = deque(maxlen=64)  # committed words' decoder spans
         self._clear_buffer()
 
     def accept_waveform(self, samples: np.ndarray) -> None:
@@ -178,7 +192,7 @@ class WhisperStreamingRecognizer:
     def _clear_buffer(self) -> None:
         self._buf = np.zeros(0, np.float32)
         self._buf_start = self._pos
-        self._anchor: list[Word] = []  # committed words inside the buffer: the decoder continues from them
+        self._anchor: list[Word] = []  # committed words whose audio is still in the buffer (context)
         self._committed: list[Word] = []  # this utterance's committed words
         self._tail: list[AlignedWord] = []  # the last decode's uncommitted words
         self._last_emitted: tuple = ()
@@ -218,7 +232,7 @@ class WhisperStreamingRecognizer:
             # differently: a committed word cannot change later, so it is committed without the mark
             if old != text or i == len(tail) - 1:
                 text = text.rstrip(".?!,;:。") or text
-            committed.append(Word(text, new.start, new.end, new.glued))
+            committed.append(AlignedWord(text, new.start, new.end, new.probability, new.glued))
         self._commit(committed)
         self._tail = tail[agreed:]
         out = self._split_long_utterance()
@@ -230,7 +244,7 @@ class WhisperStreamingRecognizer:
             keep = speech_end + self.end_margin - self._buf_start
             if 0 < keep < len(self._buf):
                 self._buf = self._buf[:keep]
-        self._commit([w.word() for w in self._transcribe()])
+        self._commit(self._transcribe(pad_s=self.final_pad))
         self._tail = []
         self._in_utt = False
         self._last_end = self._pos
@@ -239,11 +253,20 @@ class WhisperStreamingRecognizer:
         self._clear_buffer()
         return hyps
 
-    def _commit(self, words: list[Word]) -> None:
-        self._committed += words
-        self._anchor += words
-        if words:
-            self._floor = words[-1].end
+    def _commit(self, words: list[AlignedWord]) -> None:
+        """Commit words (decoder times): their spans are kept for the invariant, and their caption
+        times are made monotonic (separate decodes align slightly differently)."""
+        out = []
+        for w in words:
+            if self._covers(w):  # the invariant, whatever path the word came by
+                self.overlap_rejected += 1
+                continue
+            self._covered.append((w.start, w.end, key(w.text)))
+            start = max(w.start, self._floor)
+            self._floor = max(w.end, start, self._floor)
+            out.append(Word(w.text, start, self._floor, w.glued))
+        self._committed += out
+        self._anchor += out
 
     def _split_long_utterance(self) -> list[Hypothesis]:
         """Close an utterance nobody paused in: at a sentence end once it is `max_utterance_s`
@@ -271,6 +294,8 @@ class WhisperStreamingRecognizer:
         if k >= 0:
             # between the word and the next one, whose start the alignment knows less well
             cut_s = (anchor[k].end + anchor[k + 1].start) / 2 if k + 1 < len(anchor) else anchor[k].end
+            if k + 1 < len(anchor):  # ... and never close to its onset: a clipped onset derails the decoder
+                cut_s = max(anchor[k].start, min(cut_s, anchor[k + 1].start - self.cut_margin))
             cut = int(round(cut_s * SAMPLE_RATE)) - self._buf_start
             self._prompt.extend(anchor[: k + 1])
             self._anchor = anchor[k + 1 :]
@@ -294,29 +319,53 @@ class WhisperStreamingRecognizer:
         probs = [p for s, p in self._probs if a < s <= b]
         return float(np.mean(probs)) if probs else 0.0
 
-    def _transcribe(self) -> list[AlignedWord]:
-        """Decode the buffer, forced to continue from the committed words inside it; returns
-        only the new words the audio supports, with times on the stream's timeline."""
+    def _transcribe(self, pad_s: float | None = None) -> list[AlignedWord]:
+        """Decode the buffer; returns only the new words the audio supports, with times on the
+        stream's timeline."""
         t0 = time.perf_counter()
-        anchor = list(self._anchor)
-        new_audio = self._buf_end_s - (self._anchor[-1].end if self._anchor else self._buf_start / SAMPLE_RATE)
-        dec = self.decoder.decode(self._buf, self._buf_start / SAMPLE_RATE, list(self._prompt), anchor,
-                                  new_audio_s=new_audio)
+        anchor = self._anchor
+        dec = self.decoder.decode(self._buf, self._buf_start / SAMPLE_RATE, list(self._prompt), [], pad_s=pad_s)
         words = dec.words
         if not anchor and dec.avg_logprob < -1.0 and (dec.no_speech_prob > 0.6 or dec.compression_ratio > 2.4):
             words = []  # Whisper itself says this is not speech, or a loop (faster-whisper's tests)
-        earlier = [w.text for w in (list(self._prompt) + anchor)[-PROMPT_WORDS:]]
-        supported = supported_words(earlier, words, self._speech_prob, self._floor)
+        # loops are judged over the whole decode, its re-transcription of committed audio included
+        earlier = [w.text for w in list(self._prompt)[-PROMPT_WORDS:]]
+        supported = supported_words(earlier, words, self._speech_prob, self._buf_start / SAMPLE_RATE)
         self.ungrounded_words += len(words) - len(supported)
-        words = supported
-        floor, out = self._floor, []
-        for w in words:  # separate decodes align slightly differently: keep times monotonic
-            start = max(w.start, floor)
-            floor = max(w.end, start)
-            out.append(AlignedWord(w.text, start, floor, w.probability, w.glued))
+        words = self._uncovered(supported)
         self.decodes += 1
         self.decode_seconds += time.perf_counter() - t0
+        return words
+
+    def _uncovered(self, words: list[AlignedWord]) -> list[AlignedWord]:
+        """The invariant: a word is new only where no committed word covers its audio (times as
+        the decoder aligned them, unclamped). Words before the first new one re-transcribe
+        committed audio; a word after it that is covered breaks the invariant and is counted."""
+        out: list[AlignedWord] = []
+        for w in words:
+            if not out and (w.end <= self._floor or self._covers(w)):
+                self.context_words += 1
+                continue
+            if out and self._covers(w):
+                self.overlap_rejected += 1
+                continue
+            out.append(w)
         return out
+
+    def _covers(self, w: AlignedWord) -> bool:
+        """Does a committed word cover `w`'s audio: more than half of the shorter of the two, or,
+        for the same word said again, any overlap past the alignment's jitter (around a pause the
+        alignment stretches a word over the silence, so a re-transcription can land half off it)."""
+        k = key(w.text)
+        for a, b, committed_key in reversed(self._covered):
+            if b <= w.start:
+                break
+            overlap = min(b, w.end) - max(a, w.start)
+            if overlap > 0.5 * max(COLLAPSED_S, min(b - a, w.end - w.start)):
+                return True
+            if k and k == committed_key and overlap > SAME_WORD_JITTER_S:
+                return True
+        return False
 
     def _emit(self, final: bool, with_tail: bool = True) -> list[Hypothesis]:
         tail = [w.word() for w in self._tail] if with_tail else []

@@ -84,15 +84,15 @@ class WhisperDecoder:
         self.step = int(step_s * SAMPLE_RATE)
         self.batcher = Batcher(self._decode_batch, enabled=batch, concurrency=concurrency)
 
-    def window_samples(self, n: int) -> int:
+    def window_samples(self, n: int, pad: int | None = None) -> int:
         """How much audio (with zero padding) a buffer of `n` samples is encoded as: the encoder's
         cost follows the buffer, and Whisper transcribes a buffer's last word better when a little
         silence follows it."""
-        w = int(math.ceil((n + self.pad) / self.step)) * self.step
+        w = int(math.ceil((n + (self.pad if pad is None else pad)) / self.step)) * self.step
         return min(w, MAX_FRAMES * FRAME)
 
     def decode(self, audio: np.ndarray, offset_s: float, prompt: list, prefix: list,
-               new_audio_s: float | None = None) -> Decoded:
+               new_audio_s: float | None = None, pad_s: float | None = None) -> Decoded:
         """Decode `audio` (16 kHz; its first sample at `offset_s` on the stream's timeline),
         conditioned on `prompt` (earlier `Word`s, no longer in the audio) and forced to start with
         `prefix` (committed `Word`s inside the audio). Returns the words after the prefix.
@@ -105,13 +105,13 @@ class WhisperDecoder:
         generation settings (the length limit, and where the start-of-transcript token sits,
         CTranslate2's rule for a batch) are generated together too. Each decode is computed as it
         would be alone."""
-        request = self._prepare(audio, offset_s, prompt, prefix, new_audio_s)
+        request = self._prepare(audio, offset_s, prompt, prefix, new_audio_s, pad_s)
         return self.batcher.call(request.features.shape[-1], request)
 
-    def _prepare(self, audio, offset_s, prompt, prefix, new_audio_s) -> "_Request":
+    def _prepare(self, audio, offset_s, prompt, prefix, new_audio_s, pad_s=None) -> "_Request":
         audio = audio[-MAX_FRAMES * FRAME :]
         dur = len(audio) / SAMPLE_RATE
-        window = self.window_samples(len(audio))
+        window = self.window_samples(len(audio), None if pad_s is None else int(pad_s * SAMPLE_RATE))
         padded = np.pad(audio.astype(np.float32), (0, window - len(audio)))
         features = self.model.feature_extractor(padded)[:, : window // FRAME]
         tok = self.tokenizer

@@ -21,6 +21,7 @@ REPLAY_RUN = 4  # a run of this many words said earlier counts as a replay
 RECENT = 16  # ... and a shorter one, of two or more, said among the last this many words
 COLLAPSED_S = 0.02  # a word aligned to less than this has no audio of its own
 MIN_RUN_WORD_S = 0.08  # a real run takes at least this much audio per word
+MIN_REPEAT_SHARE = 0.5  # a repeat said again takes at least this share of the first saying's time
 SPEECH_PROB = 0.35  # the voice detector's "not speech" threshold, for its mean over a run
 
 
@@ -50,17 +51,26 @@ def repeated_run(keys: Sequence[str], j: int) -> int:
     return best
 
 
+def looping(keys: Sequence[str], j: int, n: int) -> bool:
+    """Does the run `keys[j : j + n]` (which repeats the n words before it) start again right
+    after itself? A cut-off third copy counts."""
+    after = keys[j + n : j + 2 * n]
+    return bool(after) and after == keys[j : j + len(after)]
+
+
 def collapsed(w: AlignedWord) -> bool:
     return w.end - w.start < COLLAPSED_S
 
 
 def grounded_length(run: Sequence[AlignedWord], speech_prob: Callable[[float, float], float],
-                    transcribed_until: float = 0.0) -> int:
+                    transcribed_until: float = 0.0, original: Sequence[AlignedWord] = ()) -> int:
     """How much of a repeated run lies on audio of its own. A loop's words collapse onto one
     instant (the decoder had no audio left to attend to), so the run's collapsed end is never
     kept; what comes before it is kept if it is spread over time, mostly on audio after
-    `transcribed_until` (the end of the words already committed), and where the voice detector
-    hears speech."""
+    `transcribed_until` (the end of the words already committed), where the voice detector
+    hears speech, and, when the run repeats words of the same decode (`original`), taking at
+    least `MIN_REPEAT_SHARE` of the time they took: a speaker saying it again takes about as long,
+    a decoder looping over the end of its audio squeezes each copy shorter."""
     m = len(run)
     while m and collapsed(run[m - 1]):
         m -= 1
@@ -68,6 +78,8 @@ def grounded_length(run: Sequence[AlignedWord], speech_prob: Callable[[float, fl
     if not head or sum(map(collapsed, head)) * 2 > m:
         return 0
     if head[-1].end - head[0].start < MIN_RUN_WORD_S * m:
+        return 0
+    if len(original) >= m and head[-1].end - head[0].start < MIN_REPEAT_SHARE * (original[m - 1].end - original[0].start):
         return 0
     if (head[0].start + head[-1].end) / 2 <= transcribed_until:
         return 0  # a replay laid over audio that was already transcribed
@@ -85,7 +97,11 @@ def supported_words(earlier: Sequence[str], new: Sequence[AlignedWord],
     base, kept, i = len(earlier), [], 0
     while i < len(new):
         n = repeated_run(keys, base + i)
-        m = grounded_length(new[i : i + n], speech_prob, transcribed_until) if n else 0
+        back_to_back = n and i >= n and keys[base + i - n : base + i] == keys[base + i : base + i + n]
+        original = new[i - n : i] if back_to_back else ()
+        m = grounded_length(new[i : i + n], speech_prob, transcribed_until, original) if n else 0
+        if m and back_to_back and looping(keys, base + i, n):
+            m = 0  # said a third time straight after: a loop, none of whose copies is trusted
         if n and m < n:
             kept += new[i : i + m]
             if kept:
