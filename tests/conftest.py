@@ -115,3 +115,55 @@ def whisper_model_path() -> str:
     from asr_stream.recognizers.whisper import bundled_model_path
 
     return bundled_model_path()
+
+
+class OfflineWhisper:
+    """The bundled Whisper tiny.en run offline by faster-whisper on a clip whole (30 s window,
+    greedy, no VAD): the reference a stream of the same model is held to."""
+
+    def __init__(self):
+        from faster_whisper import WhisperModel
+
+        from asr_stream.recognizers.whisper import bundled_model_path
+
+        self.model = WhisperModel(bundled_model_path(), device="cpu", compute_type="int8", cpu_threads=1)
+
+    def words(self, audio: np.ndarray) -> list:
+        segments, _ = self.model.transcribe(audio, language="en", beam_size=1, vad_filter=False,
+                                            condition_on_previous_text=False, word_timestamps=True)
+        return [w for s in segments for w in s.words]
+
+    def text(self, audio: np.ndarray) -> str:
+        segments, _ = self.model.transcribe(audio, language="en", beam_size=1, vad_filter=False,
+                                            condition_on_previous_text=False)
+        return " ".join(s.text for s in segments)
+
+
+@pytest.fixture(scope="session")
+def offline_whisper() -> OfflineWhisper:
+    return OfflineWhisper()
+
+
+def phrases_with_pauses(audio: np.ndarray, words: list, seed: int, pause_s=(0.4, 1.2), sr: int = 16000) -> np.ndarray:
+    """`audio` cut into phrases of one to five words at gaps between its words (`words`: offline
+    word times) with `pause_s` of quiet between them: a speaker saying one short phrase at a time.
+    The words stay as they were said, so the clip's transcript still holds."""
+    rng = np.random.default_rng(seed)
+    parts, last, count, size = [np.zeros(int(0.3 * sr), np.float32)], 0, 0, rng.integers(1, 6)
+    for w, nxt in zip(words, words[1:]):
+        count += 1
+        if count >= size and nxt.start - w.end > 0.05:
+            cut = int((w.end + nxt.start) / 2 * sr)
+            parts += [audio[last:cut], np.zeros(int(rng.uniform(*pause_s) * sr), np.float32)]
+            last, count, size = cut, 0, rng.integers(1, 6)
+    parts.append(audio[last:])
+    return np.concatenate(parts).astype(np.float32)
+
+
+def word_errors(refs: list[str], hyps: list[str]) -> dict:
+    """WER and insertions / deletions / substitutions per word of `refs` (normalised text)."""
+    import jiwer
+
+    out = jiwer.process_words([normalize(r) or "<empty>" for r in refs], [normalize(h) or "<empty>" for h in hyps])
+    n = sum(len(normalize(r).split()) for r in refs) or 1
+    return {"wer": out.wer, "ins": out.insertions / n, "del": out.deletions / n, "sub": out.substitutions / n}
