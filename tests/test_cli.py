@@ -259,7 +259,9 @@ def test_sigint_flushes_last_words_and_summary(tmp_path):
 @needs_shared
 @pytest.mark.parametrize("denoiser", ["none", "deepfilternet"])
 def test_speech_in_real_noise_at_5db(tmp_path, denoiser, whisper_model_path):
-    rows = shared_tsv("valentini")[:4]
+    # all six clips (86 words): in noise greedy Whisper is chaotic (writing the mix as 16-bit PCM
+    # instead of float changes two words), so fewer words make the comparison a coin toss
+    rows = shared_tsv("valentini")
     noise = load_16k(SHARED_NOISE / "doing_the_dishes.wav")
     mixed = [mix_at_snr(load_16k(p), noise, 5, seed=i) for i, (p, _) in enumerate(rows)]
     path = tmp_path / "noisy.wav"
