@@ -144,20 +144,7 @@ def offline_whisper() -> OfflineWhisper:
     return OfflineWhisper()
 
 
-def phrases_with_pauses(audio: np.ndarray, words: list, seed: int, pause_s=(0.4, 1.2), sr: int = 16000) -> np.ndarray:
-    """`audio` cut into phrases of one to five words at gaps between its words (`words`: offline
-    word times) with `pause_s` of quiet between them: a speaker saying one short phrase at a time.
-    The words stay as they were said, so the clip's transcript still holds."""
-    rng = np.random.default_rng(seed)
-    parts, last, count, size = [np.zeros(int(0.3 * sr), np.float32)], 0, 0, rng.integers(1, 6)
-    for w, nxt in zip(words, words[1:]):
-        count += 1
-        if count >= size and nxt.start - w.end > 0.05:
-            cut = int((w.end + nxt.start) / 2 * sr)
-            parts += [audio[last:cut], np.zeros(int(rng.uniform(*pause_s) * sr), np.float32)]
-            last, count, size = cut, 0, rng.integers(1, 6)
-    parts.append(audio[last:])
-    return np.concatenate(parts).astype(np.float32)
+from asr_stream.evaluation.mixing import phrases_with_pauses  # noqa: E402,F401  (tests import it from here)
 
 
 def word_errors(refs: list[str], hyps: list[str]) -> dict:
