@@ -2,7 +2,9 @@
 # make demo     - install, then caption the bundled speech sample live
 # make test     - the test suite
 # make bench    - measure and rewrite BENCHMARKS.md (engine, continuous speech, Demucs, NeMo, evaluation matrix,
-#                denoiser gate, streams per box, the daemon with a 30-min soak; about 190 min)
+#                denoiser gate, streams per box, the daemon with a 30-min soak, streamed vs offline
+#                file by file with WhisperLive as the peer; about 230 min)
+# make peers    - .venv-peers: the peer WhisperLive (PyPI whisper-live) for the benchmark, apart from ours
 # make calibrate-gate - measure the denoiser gate's SNR map and mix curves (~40 min; needs ../shared)
 # make train-an4 - train the project's small streaming FastConformer-CTC on AN4 (CPU, ~40 min; needs ../shared)
 
@@ -13,7 +15,7 @@ APT_PACKAGES := libportaudio2 portaudio19-dev libsndfile1 pulseaudio pulseaudio-
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP  := $(VENV)/.installed
 
-.PHONY: install apt demo test bench clean train-an4 calibrate-gate
+.PHONY: install apt demo test bench peers clean train-an4 calibrate-gate
 
 install: $(STAMP)
 
@@ -43,6 +45,18 @@ demo: install
 test: install
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
+PEERS := .venv-peers
+# WhisperLive's own requirements pull torchaudio, openvino and CUDA libraries its faster_whisper
+# backend on a CPU never imports: install what that backend and its client import, then it --no-deps
+$(PEERS)/.installed: constraints.txt | apt
+	test -x $(PEERS)/bin/python || python3 -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q -c constraints.txt torch==2.13.0 faster-whisper==1.2.0 fastapi uvicorn \
+	  websockets websocket-client av scipy onnxruntime numpy soundfile requests PyAudio
+	$(PEERS)/bin/pip install -q --no-deps whisper-live==0.10.0
+	touch $@
+
+peers: $(PEERS)/.installed
+
 bench: install
 	BENCH_ENGINE_CMD="make bench" $(PY) bench/bench_engine.py --out BENCHMARKS.md
 	BENCH_CONTINUOUS_CMD="make bench" $(PY) bench/bench_continuous.py --out BENCHMARKS.md
@@ -52,9 +66,11 @@ bench: install
 	BENCH_GATE_CMD="make bench" $(PY) bench/bench_gate.py --out BENCHMARKS.md
 	BENCH_STREAMS_CMD="make bench" $(PY) bench/bench_streams.py --out BENCHMARKS.md
 	BENCH_DAEMON_CMD="make bench" $(PY) bench/bench_daemon.py --out BENCHMARKS.md
+	-$(MAKE) peers  # the peer is optional: without it the section says why
+	BENCH_STREAMED_CMD="make bench" $(PY) bench/bench_streamed.py --out BENCHMARKS.md
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(PEERS) build *.egg-info .pytest_cache
 
 AN4_ARGS ?= --max-epochs 45 --batch-size 16 --threads 2
 train-an4: install

@@ -1,0 +1,263 @@
+#!/usr/bin/env python
+"""Streamed against offline: each file its own stream through the real chain, against the same
+Whisper run offline on what the recogniser heard (the file whole, greedy, 30 s window), per
+dataset; and WhisperLive, the peer, on the same files at real-time pace.
+
+    python bench/bench_streamed.py [--out BENCHMARKS.md] [--limit N] [--quick] [--peer auto|none] [--workdir DIR]
+
+Datasets from ../shared: LJSpeech; the same clips cut into one-to-five-word phrases with
+0.4-1.2 s pauses (a speaker saying one short phrase at a time); Valentini clean and noisy; LJSpeech
+with real noise at 5 dB (a noise file from ../shared per clip); AN4 test; LibriSpeech utterances without transcripts, scored label-free (streamed against offline).
+`--limit` caps AN4 and LibriSpeech. Without ../shared it uses the clips pytest-audioeval ships.
+Chains: the default preset and `--denoiser none`, each at `--pace fast` (the text cannot depend
+on timing). It replaces the part of the Markdown file between `<!-- streamed:begin -->` and
+`<!-- streamed:end -->`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jiwer
+import numpy as np
+
+import common  # noqa: E402  (bench/ is on sys.path when a script there runs)
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER_PY = ROOT / ".venv-peers" / "bin" / "python"
+BEGIN, END = "<!-- streamed:begin -->", "<!-- streamed:end -->"
+CHAINS = {"default": "default", "--denoiser none": "no-denoiser"}
+TARGETS = {"ratio": 1.1, "ins_over_offline": 0.005, "label_free": 0.03, "rtf": 0.4}
+
+
+class Offline:
+    """The bundled Whisper tiny.en run by faster-whisper on a file whole, greedy, no VAD."""
+
+    def __init__(self):
+        from faster_whisper import WhisperModel
+
+        from asr_stream.recognizers.whisper import bundled_model_path
+
+        self.path = bundled_model_path()
+        self.model = WhisperModel(self.path, device="cpu", compute_type="int8", cpu_threads=1)
+
+    def transcribe(self, audio: np.ndarray, words: bool = False):
+        segments, _ = self.model.transcribe(audio, language="en", beam_size=1, vad_filter=False,
+                                            condition_on_previous_text=False, word_timestamps=words)
+        return list(segments)
+
+    def text(self, audio: np.ndarray) -> str:
+        return " ".join(s.text.strip() for s in self.transcribe(audio))
+
+
+def datasets(limit: int, offline: Offline) -> list[tuple[str, list[tuple[str, np.ndarray, str | None]]]]:
+    """(name, [(key, 16 kHz audio, transcript or None)]) for every dataset available here."""
+    from asr_stream.errors import UserError
+    from asr_stream.evaluation.audio import load_16k
+    from asr_stream.evaluation.manifest import SHARED_NOISE, dataset
+    from asr_stream.evaluation.mixing import Condition, Mixer, phrases_with_pauses
+
+    def rows(spec, n=None, clean=False):
+        return [(u.key, load_16k(u.clean if clean else u.audio), u.text) for u in dataset(spec, n)]
+
+    def phrases(clips):
+        return [(k, phrases_with_pauses(a, [w for s in offline.transcribe(a, True) for w in s.words], seed=i), t)
+                for i, (k, a, t) in enumerate(clips)]
+
+    try:
+        lj = rows("ljspeech")
+    except UserError:  # no ../shared: the clips a pip package ships
+        clips = rows("audioeval")
+        return [("audioeval clips", clips), ("audioeval clips as phrases between pauses", phrases(clips))]
+    out = [("LJSpeech", lj), ("LJSpeech as phrases between pauses", phrases(lj)),
+           ("Valentini clean", rows("valentini", clean=True)), ("Valentini noisy", rows("valentini"))]
+    if SHARED_NOISE.is_dir():  # more noisy words than Valentini's six clips: real noise, one file per clip
+        mixer = Mixer(SHARED_NOISE)
+        noisy = Condition.parse("any@5")
+        out.append(("LJSpeech + real noise at 5 dB", [(k, mixer.make(a, noisy, k, i)[0], t)
+                                                       for i, (k, a, t) in enumerate(lj)]))
+    out.append(("AN4 test", rows("an4", limit)))
+    try:
+        out.append(("LibriSpeech, label-free", rows("librispeech-unlabeled", limit)))
+    except UserError:
+        pass
+    return out
+
+
+def counts(refs: list[str], hyps: list[str]) -> dict:
+    from asr_stream.evaluation.metrics import normalize
+
+    r = [normalize(x) or "<empty>" for x in refs]
+    h = [normalize(x) or "<empty>" for x in hyps]
+    o = jiwer.process_words(r, h)
+    n = sum(len(normalize(x).split()) for x in refs) or 1
+    return {"wer": o.wer, "ins": o.insertions / n, "del": o.deletions / n, "sub": o.substitutions / n, "words": n}
+
+
+def run_chain(label: str, preset: str, sets, workdir: Path, offline: Offline) -> dict:
+    """Each file its own stream through the chain; offline Whisper on what the recogniser heard."""
+    from asr_stream.config import load_preset
+    from asr_stream.pipeline import Settings, build_chain, build_stages, run
+    from asr_stream.sources import FileSource
+
+    settings = Settings(**{**load_preset(preset), "pace": "fast", "mode": "file", "audio_path": None})
+    stages = build_stages(settings)
+    out = {}
+    for name, clips in sets:
+        streamed, offline_texts, audio_s, wall_s = [], [], 0.0, 0.0
+        for key, _, _ in clips:
+            for stage in stages:
+                stage.reset()
+            chain = build_chain(settings, source=FileSource(workdir / "audio" / name / f"{key}.wav", pace="fast"),
+                                stages=stages, keep_denoised=True, clock_s=None)
+            summary, finals = run(settings, chain=chain, handle_signals=False)
+            streamed.append(" ".join(h.text for h in finals))
+            heard = np.concatenate(chain.denoised) if chain.denoised else np.zeros(0, np.float32)
+            offline_texts.append(offline.text(heard))
+            audio_s += summary["audio_seconds"]
+            wall_s += summary["wall_seconds"]
+        out[name] = {"streamed": streamed, "offline": offline_texts, "rtf": wall_s / max(audio_s, 1e-9)}
+        print(f"  {label:16s} {name}: {len(clips)} files, RTF {wall_s / max(audio_s, 1e-9):.2f}", flush=True)
+    return out
+
+
+def run_peer(sets, workdir: Path, model: str) -> tuple[dict | None, str]:
+    """WhisperLive in its own venv on every file; (texts per dataset and delays, or None, why/command)."""
+    if not PEER_PY.exists():
+        return None, "not installed here (`make peers` builds `.venv-peers`)"
+    files = [{"key": f"{name}/{key}", "path": str(workdir / "audio" / name / f"{key}.wav")}
+             for name, clips in sets for key, _, _ in clips]
+    (workdir / "peer_files.json").write_text(json.dumps(files))
+    cmd = [str(PEER_PY), str(ROOT / "bench" / "peer_whisperlive.py"), "--model", model,
+           "--files", str(workdir / "peer_files.json"), "--out", str(workdir / "peer_out.json")]
+    shown = "`.venv-peers/bin/python bench/peer_whisperlive.py --model <bundled tiny.en> --files $BENCH_TMP/peer_files.json --out $BENCH_TMP/peer_out.json`"
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not (workdir / "peer_out.json").exists():
+        return None, f"failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+    got = json.loads((workdir / "peer_out.json").read_text())
+    texts = {name: [got[f"{name}/{key}"]["text"] for key, _, _ in clips] for name, clips in sets}
+    delays = [d for v in got.values() for d in v["segment_delays"]]
+    return {"texts": texts, "delays": delays}, shown
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def per100(c: dict) -> str:
+    return f"{100 * c['ins']:.1f} / {100 * c['del']:.1f} / {100 * c['sub']:.1f}"
+
+
+def report(sets, results: dict, peer: dict | None, peer_note: str, cmd: str, elapsed: float) -> str:
+    cpu, cores = common.cpu_and_cores()
+    lines = [BEGIN, "## Streamed against offline, file by file", "",
+             f"Measured {dt.date.today()} on {cpu}, {cores} usable cores, Python {platform.python_version()}, "
+             f"in {elapsed / 60:.0f} min by `{cmd}` (which printed every figure below in that run).", "",
+             "Each file is its own stream through the real chain (`asr-stream --audio_path F`, `--pace fast`, "
+             "Whisper tiny.en), against the same model offline on the same audio as the recogniser heard it "
+             "(after the denoiser; the file whole, greedy, no VAD). Streamed vs offline = the streamed text "
+             "scored against the offline text (label-free). Errors are per 100 reference words: "
+             "insertions / deletions / substitutions.", "",
+             "| dataset | files | words | chain | offline WER | streamed WER | ratio | offline ins / del / sub "
+             "| streamed ins / del / sub | streamed vs offline | RTF | targets (ratio <= 1.1, ins <= offline + 0.5, "
+             "label-free <= 3 %, RTF <= 0.4) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, clips in sets:
+        labelled = all(t for _, _, t in clips)
+        for label, res in results.items():
+            r = res[name]
+            vs = counts(r["offline"], r["streamed"])
+            verdict = []
+            if labelled:
+                refs = [t for _, _, t in clips]
+                o, s = counts(refs, r["offline"]), counts(refs, r["streamed"])
+                ratio = s["wer"] / o["wer"] if o["wer"] else float("inf")
+                verdict.append("ratio " + ("met" if ratio <= TARGETS["ratio"] else "**missed**"))
+                verdict.append("ins " + ("met" if s["ins"] <= o["ins"] + TARGETS["ins_over_offline"] else "**missed**"))
+                cells = [pct(o["wer"]), pct(s["wer"]), f"{ratio:.2f}", per100(o), per100(s)]
+            else:
+                verdict.append("label-free " + ("met" if vs["wer"] <= TARGETS["label_free"] else "**missed**"))
+                cells = ["—", "—", "—", "—", "—"]
+            verdict.append("RTF " + ("met" if r["rtf"] <= TARGETS["rtf"] else "**missed**"))
+            words = counts([t for _, _, t in clips], r["offline"])["words"] if labelled else vs["words"]
+            lines.append(f"| {name} | {len(clips)} | {words} | {label} | " + " | ".join(cells)
+                         + f" | {pct(vs['wer'])} ({per100(vs)}) | {r['rtf']:.2f} | {', '.join(verdict)} |")
+    lines += ["", "### The peer: WhisperLive on the same files", ""]
+    if peer is None:
+        lines.append(f"WhisperLive (PyPI `whisper-live`): {peer_note}.")
+    else:
+        lines += [f"WhisperLive 0.10 (PyPI `whisper-live`) with the same tiny.en model directory, its own "
+                  f"server (faster_whisper backend, its VAD on) and its own `StreamingTranscriptionClient`, each file "
+                  f"its own session at real-time pace in 0.1 s chunks, followed by 2 s of silence (without it "
+                  f"WhisperLive drops a file's last words at END_OF_AUDIO). Its text = its committed segments, then "
+                  f"the last pending one, as its own client writes a transcript. Command: {peer_note}.", "",
+                  "| dataset | WhisperLive WER | ins / del / sub | vs offline (`--denoiser none`) | "
+                  "asr-stream `--denoiser none` WER | asr-stream default WER | ours better? |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, clips in sets:
+            texts = peer["texts"][name]
+            labelled = all(t for _, _, t in clips)
+            vs = counts(results["--denoiser none"][name]["offline"], texts)
+            if labelled:
+                refs = [t for _, _, t in clips]
+                w = counts(refs, texts)
+                ours = {label: counts(refs, res[name]["streamed"])["wer"] for label, res in results.items()}
+                better = "yes" if ours["--denoiser none"] < w["wer"] else "**no**"
+                lines.append(f"| {name} | {pct(w['wer'])} | {per100(w)} | {pct(vs['wer'])} | "
+                             f"{pct(ours['--denoiser none'])} | {pct(ours['default'])} | {better} |")
+            else:
+                ours = counts(results["--denoiser none"][name]["offline"], results["--denoiser none"][name]["streamed"])
+                better = "yes" if ours["wer"] < vs["wer"] else "**no**"
+                lines.append(f"| {name} | — | — | {pct(vs['wer'])} ({per100(vs)}) | {pct(ours['wer'])} vs offline | — "
+                             f"| {better} |")
+        d = np.array(peer["delays"]) if peer["delays"] else np.zeros(1)
+        lines += ["", f"WhisperLive's completed segments arrived {np.percentile(d, 50):.1f} s (p50) / "
+                      f"{np.percentile(d, 95):.1f} s (p95) after their audio ended ({len(peer['delays'])} segments). "
+                      "Our partial and final latency at real-time pace are in the continuous-speech section."]
+    lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    p.add_argument("--limit", type=int, default=30, help="AN4 and LibriSpeech files (default 30)")
+    p.add_argument("--quick", action="store_true", help="the first 3 files of each dataset (a smoke run)")
+    p.add_argument("--peer", choices=("auto", "none"), default="auto")
+    p.add_argument("--workdir", type=Path)
+    a = p.parse_args()
+    t0 = time.time()
+    from asr_stream.evaluation.audio import write_16k
+
+    workdir = a.workdir or Path(tempfile.mkdtemp(prefix="bench_streamed_"))
+    offline = Offline()
+    sets = datasets(a.limit, offline)
+    if a.quick:
+        sets = [(name, clips[:3]) for name, clips in sets]
+    for name, clips in sets:
+        (workdir / "audio" / name).mkdir(parents=True, exist_ok=True)
+        for key, audio, _ in clips:
+            write_16k(workdir / "audio" / name / f"{key}.wav", audio)
+    print(f"{sum(len(c) for _, c in sets)} files in {len(sets)} datasets, in {workdir}", flush=True)
+    results = {label: run_chain(label, preset, sets, workdir, offline) for label, preset in CHAINS.items()}
+    peer, note = (None, "not run (`--peer none`)") if a.peer == "none" else run_peer(sets, workdir, offline.path)
+    print(f"  whisper-live: {'done' if peer else note}", flush=True)
+    (workdir / "results.json").write_text(json.dumps({"results": results, "peer": peer}))
+    cmd = os.environ.get("BENCH_STREAMED_CMD") or shlex.join(["python", "bench/bench_streamed.py", *sys.argv[1:]])
+    section = report(sets, results, peer, note, cmd, time.time() - t0)
+    common.write_section(a.out, section, BEGIN, END)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
