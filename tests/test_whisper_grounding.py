@@ -51,6 +51,15 @@ def test_collapsed_loop_is_cut():
     assert kept([], words("quick:0.5-0.8 quick:0.8-0.8 quick:0.8-0.8"), speech) == 1
 
 
+def test_a_word_collapsed_where_a_loop_starts_goes_with_the_loop():
+    # LJ001-0001's final decode: the speech ends with "exhibition."; the decoder then loops,
+    # starting the copy with a "The" it collapses onto the loop's instant
+    earlier = "crafts represented in the exhibition".split()
+    new = words("crafts:7.2-8.0 represented:8.0-8.4 in:8.4-8.8 the:8.8-9.0 exhibition.:9.0-9.36 The:9.36-9.36 "
+                "crafts:9.36-9.36 represented:9.36-9.36 in:9.36-9.36 the:9.36-9.36 exhibition.:9.36-9.36")
+    assert kept(earlier, new, speech) == 5
+
+
 def test_real_words_before_a_loop_are_kept():
     # a real replay of earlier words, then the decoder starts looping: the real part stays
     earlier = "jumps over the lazy dog the quick brown fox".split()

@@ -35,10 +35,10 @@ def compare(rec, offline, clips, phrases=False):
     return streamed, reference
 
 
-def check(refs, streamed, offline_texts, wer_factor, slack):
+def check(refs, streamed, offline_texts, wer_factor, slack, ins_slack=None):
     s, o = word_errors(refs, streamed), word_errors(refs, offline_texts)
     slack = max(slack, 1.01 / sum(len(normalize(r).split()) for r in refs))  # at least one word
-    assert s["ins"] <= o["ins"] + slack, ("insertions", s, o)
+    assert s["ins"] <= o["ins"] + max(slack, ins_slack or 0), ("insertions", s, o)
     assert s["wer"] <= wer_factor * o["wer"] + slack, ("wer", s, o)
     assert sum(map(doubled_runs, streamed)) <= sum(map(doubled_runs, offline_texts)), (streamed, offline_texts)
     return s, o
@@ -48,11 +48,7 @@ def shipped_clips():
     return [(load_16k(w), t) for w, t in audioeval_clips() + [demo_clip()]]
 
 
-KNOWN_DOUBLING = pytest.mark.xfail(strict=True, reason="open bug (issue 20): the one-word phrase 'lazy' before a "
-                                    "pause comes out twice ('the lazy lazy dog'); offline has it once")
-
-
-@pytest.mark.parametrize("phrases", [False, pytest.param(True, marks=KNOWN_DOUBLING)], ids=["whole", "phrases"])
+@pytest.mark.parametrize("phrases", [False, True], ids=["whole", "phrases"])
 def test_shipped_clips_streamed_like_offline(rec, offline_whisper, phrases):
     clips = shipped_clips()
     streamed, offline = compare(rec, offline_whisper, clips, phrases)
@@ -60,6 +56,13 @@ def test_shipped_clips_streamed_like_offline(rec, offline_whisper, phrases):
 
 
 def _shared(name: str, limit: int):
+    if name == "ljspeech-noise-5db":  # a real noise file per clip, as the benchmark mixes it
+        from asr_stream.evaluation.manifest import SHARED_NOISE, dataset
+        from asr_stream.evaluation.mixing import Condition, Mixer
+
+        mixer, condition = Mixer(SHARED_NOISE), Condition.parse("any@5")
+        return [(mixer.make(load_16k(u.audio), condition, u.key, i)[0], u.text)
+                for i, u in enumerate(dataset("ljspeech", limit))]
     if name == "valentini-noisy":
         base = SHARED_SPEECH / "valentini"
         rows = [(base / "noisy" / p.name, t) for p, t in shared_tsv("valentini")]
@@ -74,14 +77,57 @@ def _an4():
     return [(u.audio, u.text) for u in dataset("an4")]
 
 
+# In noise the decoder on a short window hears other words than on the whole clip, often more of
+# them ("letter press" for "letterpress", "lower face leathers" for "lowercase letters"): about 2
+# more per 100 words than offline on LJSpeech at 5 dB. None of them is audio transcribed twice
+# (the doubled-runs check holds); BENCHMARKS.md has the measured figure against the target.
+NOISY_INSERTIONS = 0.03
+
+
 @needs_shared
-@pytest.mark.parametrize("name,limit,phrases,factor", [
-    ("ljspeech", 12, False, 1.3), ("ljspeech", 12, True, 1.4), ("valentini", 6, False, 1.3),
-    ("valentini-noisy", 6, False, 1.2), ("an4", 30, False, 1.2)])
-def test_each_file_streamed_like_offline(rec, offline_whisper, name, limit, phrases, factor):
+@pytest.mark.parametrize("name,limit,phrases,factor,ins_slack", [
+    ("ljspeech", 12, False, 1.3, None), ("ljspeech", 12, True, 1.4, None), ("valentini", 6, False, 1.3, None),
+    ("valentini-noisy", 6, False, 1.2, NOISY_INSERTIONS), ("ljspeech-noise-5db", 32, False, 1.2, NOISY_INSERTIONS),
+    ("an4", 30, False, 1.2, None)])
+def test_each_file_streamed_like_offline(rec, offline_whisper, name, limit, phrases, factor, ins_slack):
     clips = _shared(name, limit)
     streamed, offline = compare(rec, offline_whisper, clips, phrases)
-    check([t for _, t in clips], streamed, offline, factor, 0.015)
+    check([t for _, t in clips], streamed, offline, factor, 0.015, ins_slack)
+
+
+@needs_shared
+def test_a_number_is_not_committed_before_its_last_digit(rec, offline_whisper):
+    """Whisper writes a spoken number as digits that grow while it is said ("9", then "9169"):
+    a word at the very end of one decode's buffer may be cut short, so agreeing with it commits
+    nothing; the number comes out whole, as many digits as offline writes (which digits, the
+    decoder may hear differently on a shorter window)."""
+    import re
+
+    checked = 0
+    for audio, _ in _shared("an4", 40):
+        numbers = re.findall(r"\d{3,}", offline_whisper.text(audio).replace(",", ""))
+        if numbers:
+            checked += 1
+            streamed = re.findall(r"\d+", final_text(stream(rec, audio)).replace(",", ""))
+            assert sorted(map(len, numbers)) == sorted(len(n) for n in streamed if len(n) >= 3), (numbers, streamed)
+    assert checked >= 3
+
+
+@needs_shared
+def test_a_decode_derailed_by_its_prompt_is_redone_without_it(offline_whisper):
+    """LJ001-0021 in real noise at 5 dB: the committed "The only is for" as prompt derailed every
+    later decode (each wrote only "the"), and the clip lost its last 16 words."""
+    from asr_stream.evaluation.manifest import SHARED_NOISE, dataset
+    from asr_stream.evaluation.mixing import Condition, Mixer
+
+    u = dataset("ljspeech")[20]
+    audio = Mixer(SHARED_NOISE).make(load_16k(u.audio), Condition.parse("any@5"), u.key, 20)[0]
+    rec = create_recognizer("whisper", live=False)
+    streamed = normalize(final_text(stream(rec, audio))).split()
+    offline = normalize(offline_whisper.text(audio)).split()
+    assert rec.prompt_retries > 0
+    assert len(streamed) >= 0.8 * len(offline), (streamed, offline)
+    assert word_errors([u.text], [" ".join(streamed)])["del"] <= word_errors([u.text], [" ".join(offline)])["del"] + 0.1
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +145,6 @@ def test_unlabeled_librispeech_streamed_like_offline(librispeech_texts):
 
 
 @needs_shared
-@pytest.mark.xfail(strict=True, reason="open bug (issue 20): one doubled word near a pause ('and and') that offline "
-                                       "does not write")
 def test_unlabeled_librispeech_no_doubled_words(librispeech_texts):
     streamed, offline = librispeech_texts
     assert sum(map(doubled_runs, streamed)) <= sum(map(doubled_runs, offline))

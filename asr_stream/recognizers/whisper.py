@@ -39,12 +39,13 @@ from asr_stream import SAMPLE_RATE
 from asr_stream.errors import UserError
 from asr_stream.recognizers import whisper_models
 from asr_stream.recognizers.whisper_decoder import SENTENCE_END, AlignedWord, WhisperDecoder
-from asr_stream.recognizers.whisper_grounding import COLLAPSED_S, key, supported_words
+from asr_stream.recognizers.whisper_grounding import COLLAPSED_S, collapsed, key, supported_words
 from asr_stream.stages import Hypothesis, Word
 from asr_stream.vad import CHUNK, SpeechDetector
 
 PROMPT_WORDS = 48  # committed words before the buffer that condition the decoder
 SAME_WORD_JITTER_S = 0.05  # how far two alignments of one word's edges may differ
+LOW_LOGPROB = -1.0  # a decode's mean token log-probability below this is suspect (faster-whisper's test)
 
 
 def bundled_model_path() -> str:
@@ -107,6 +108,7 @@ class WhisperStreamingRecognizer:
         # None (files at --pace fast) decodes every partial, so the text never depends on timing
         self.backlog = int(backlog_s * SAMPLE_RATE) if backlog_s is not None else None
         self.last_word_margin = 0.3  # s: a word ending this close to the buffer's end is not committed yet
+        self.edge_margin = 0.2  # s: ... nor agreed with, in the decode before
         self.end_margin = int(0.25 * SAMPLE_RATE)  # audio kept after the VAD's end of speech for the final
         self.detector = SpeechDetector(min_silence_s=min_silence_s)
         self.decodes = 0
@@ -119,6 +121,7 @@ class WhisperStreamingRecognizer:
         self.cut_margin = cut_margin_s
         self.context_words = 0  # decoded words that re-transcribed committed audio (expected, not errors)
         self.overlap_rejected = 0  # words after new ones that lay on committed audio: the invariant's rejects
+        self.prompt_retries = 0  # decodes done again without the prompt, the first one having derailed
         self.reset()
 
     # -- streaming surface ------------------------------------------------------------
@@ -195,6 +198,7 @@ class WhisperStreamingRecognizer:
         self._anchor: list[Word] = []  # committed words whose audio is still in the buffer (context)
         self._committed: list[Word] = []  # this utterance's committed words
         self._tail: list[AlignedWord] = []  # the last decode's uncommitted words
+        self._tail_buf_end = 0.0  # where the last decode's buffer ended (stream seconds)
         self._last_emitted: tuple = ()
         self._shown = False  # has a partial with words been emitted for this utterance
 
@@ -215,8 +219,8 @@ class WhisperStreamingRecognizer:
         tail = self._transcribe()
         agreed = 0
         for a, b in zip(self._tail, tail):
-            if key(a.text) != key(b.text):
-                break
+            if key(a.text) != key(b.text) or a.end > self._tail_buf_end - self.edge_margin:
+                break  # a word at the end of the last decode's buffer may have been cut short ("9" of "9169")
             agreed += 1
         if agreed and agreed == len(tail) and tail[-1].end > self._buf_end_s - self.last_word_margin:
             agreed -= 1  # the buffer's last word may still be cut off mid-word: wait for what follows
@@ -235,6 +239,7 @@ class WhisperStreamingRecognizer:
             committed.append(AlignedWord(text, new.start, new.end, new.probability, new.glued))
         self._commit(committed)
         self._tail = tail[agreed:]
+        self._tail_buf_end = self._buf_end_s
         out = self._split_long_utterance()
         self._trim()
         return out + self._emit(final=False)
@@ -324,9 +329,17 @@ class WhisperStreamingRecognizer:
         stream's timeline."""
         t0 = time.perf_counter()
         anchor = self._anchor
-        dec = self.decoder.decode(self._buf, self._buf_start / SAMPLE_RATE, list(self._prompt), [], pad_s=pad_s)
+        prompt = list(self._prompt)
+        dec = self.decoder.decode(self._buf, self._buf_start / SAMPLE_RATE, prompt, [], pad_s=pad_s)
+        if prompt and dec.avg_logprob < LOW_LOGPROB:
+            # an odd committed text can derail the decoder for seconds of speech ("The only is for"
+            # -> "the", again and again): then the buffer is decoded once more without it
+            self.prompt_retries += 1
+            retry = self.decoder.decode(self._buf, self._buf_start / SAMPLE_RATE, [], [], pad_s=pad_s)
+            if retry.avg_logprob > dec.avg_logprob:
+                dec = retry
         words = dec.words
-        if not anchor and dec.avg_logprob < -1.0 and (dec.no_speech_prob > 0.6 or dec.compression_ratio > 2.4):
+        if not anchor and dec.avg_logprob < LOW_LOGPROB and (dec.no_speech_prob > 0.6 or dec.compression_ratio > 2.4):
             words = []  # Whisper itself says this is not speech, or a loop (faster-whisper's tests)
         # loops are judged over the whole decode, its re-transcription of committed audio included
         earlier = [w.text for w in list(self._prompt)[-PROMPT_WORDS:]]
@@ -354,17 +367,19 @@ class WhisperStreamingRecognizer:
 
     def _covers(self, w: AlignedWord) -> bool:
         """Does a committed word cover `w`'s audio: more than half of the shorter of the two, or,
-        for the same word said again, any overlap past the alignment's jitter (around a pause the
-        alignment stretches a word over the silence, so a re-transcription can land half off it)."""
+        for the same word said again, any overlap past the alignment's jitter, or none at all when
+        `w` is collapsed onto an instant just after it (around a pause the alignment stretches a
+        word over the silence, so a re-transcription can land half off it, or past its end)."""
         k = key(w.text)
         for a, b, committed_key in reversed(self._covered):
-            if b <= w.start:
+            if b <= w.start - SAME_WORD_JITTER_S:
                 break
             overlap = min(b, w.end) - max(a, w.start)
             if overlap > 0.5 * max(COLLAPSED_S, min(b - a, w.end - w.start)):
                 return True
-            if k and k == committed_key and overlap > SAME_WORD_JITTER_S:
-                return True
+            if k and k == committed_key and (overlap > SAME_WORD_JITTER_S
+                                             or (collapsed(w) and overlap > -SAME_WORD_JITTER_S)):
+                return True  # ... or collapsed onto an instant just after it: no audio of its own
         return False
 
     def _emit(self, final: bool, with_tail: bool = True) -> list[Hypothesis]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from asr_stream.recognizers.whisper_decoder import AlignedWord
+from asr_stream.recognizers.whisper_decoder import SENTENCE_END, AlignedWord
 
 MAX_RUN = 12  # longest repeated run looked for, in words
 REPLAY_RUN = 4  # a run of this many words said earlier counts as a replay
@@ -104,6 +104,11 @@ def supported_words(earlier: Sequence[str], new: Sequence[AlignedWord],
             m = 0  # said a third time straight after: a loop, none of whose copies is trusted
         if n and m < n:
             kept += new[i : i + m]
+            if not m:  # a word collapsed onto the instant the loop starts, and ending no sentence, is
+                # the loop's first word ("exhibition. The crafts represented ..."), not the speech's last
+                while (kept and collapsed(kept[-1]) and kept[-1].start >= new[i].start - COLLAPSED_S
+                       and not kept[-1].text.endswith(tuple(SENTENCE_END))):
+                    kept.pop()
             if kept:
                 return kept
             i += n
