@@ -4,13 +4,15 @@ Whisper is not a streaming model; this loop makes it one without dropping words:
 - Silero VAD finds utterances; audio outside them is never decoded.
 - While speech goes on, the buffer is decoded every `partial_interval_s` of audio (at fixed
   audio positions, so `--pace realtime` and `--pace fast` give the same text while the chain
-  keeps up). Words two consecutive decodes agree on are committed (LocalAgreement-2); a word
-  still unsettled `commit_horizon_s` before the buffer's end is committed as the latest decode
-  has it, so commit latency stays bounded however long nobody pauses.
+  keeps up). Words two consecutive decodes agree on are committed (LocalAgreement-2), except
+  where the earlier decode had the word at its buffer's very end (it may have been cut short: a
+  number's first digits); a word still unsettled `commit_horizon_s` before the buffer's end is
+  committed as the latest decode has it, so commit latency stays bounded however long nobody pauses.
 - Committed words are never rewritten. The buffer is cut after them, keeping the last
   `keep_committed_s` of committed audio as context (cut clear of the next word's onset); the
-  committed words before the buffer are the decoder's prompt. A decode therefore costs what the
-  uncommitted audio costs, not a fixed window.
+  committed words before the buffer are the decoder's prompt (a decode the prompt derails, by
+  its log-probability, is done again without it). A decode therefore costs what the uncommitted
+  audio costs, not a fixed window.
 - The invariant: a word is committed only where no committed word covers its audio, judged
   from the decoder's own alignment. The decode re-transcribes the context audio, maybe in other
   words; those words lie on committed audio and are dropped, so one stretch of audio is never
