@@ -3,7 +3,7 @@
 Whisper run offline on what the recogniser heard (the file whole, greedy, 30 s window), per
 dataset; and WhisperLive, the peer, on the same files at real-time pace.
 
-    python bench/bench_streamed.py [--out BENCHMARKS.md] [--limit N] [--quick] [--peer auto|none] [--workdir DIR]
+    python bench/bench_streamed.py [--out BENCHMARKS.md] [--limit N] [--quick] [--only NAMES] [--peer auto|none] [--workdir DIR]
 
 Datasets from ../shared: LJSpeech; the same clips cut into one-to-five-word phrases with
 0.4-1.2 s pauses (a speaker saying one short phrase at a time); Valentini clean and noisy; LJSpeech
@@ -233,6 +233,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     p.add_argument("--limit", type=int, default=30, help="AN4 and LibriSpeech files (default 30)")
     p.add_argument("--quick", action="store_true", help="the first 3 files of each dataset (a smoke run)")
+    p.add_argument("--only", help="datasets to run, by name, separated by | (default: all)")
     p.add_argument("--peer", choices=("auto", "none"), default="auto")
     p.add_argument("--workdir", type=Path)
     a = p.parse_args()
@@ -242,6 +243,8 @@ def main() -> None:
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="bench_streamed_"))
     offline = Offline()
     sets = datasets(a.limit, offline)
+    if a.only:
+        sets = [(name, clips) for name, clips in sets if name in a.only.split("|")]
     if a.quick:
         sets = [(name, clips[:3]) for name, clips in sets]
     for name, clips in sets:
