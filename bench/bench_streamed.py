@@ -32,6 +32,7 @@ import jiwer
 import numpy as np
 
 import common  # noqa: E402  (bench/ is on sys.path when a script there runs)
+from asr_stream.evaluation.offline import OfflineWhisper
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PY = ROOT / ".venv-peers" / "bin" / "python"
@@ -40,27 +41,7 @@ CHAINS = {"default": "default", "--denoiser none": "no-denoiser"}
 TARGETS = {"ratio": 1.1, "ins_over_offline": 0.005, "label_free": 0.03, "rtf": 0.4}
 
 
-class Offline:
-    """The bundled Whisper tiny.en run by faster-whisper on a file whole, greedy, no VAD."""
-
-    def __init__(self):
-        from faster_whisper import WhisperModel
-
-        from asr_stream.recognizers.whisper import bundled_model_path
-
-        self.path = bundled_model_path()
-        self.model = WhisperModel(self.path, device="cpu", compute_type="int8", cpu_threads=1)
-
-    def transcribe(self, audio: np.ndarray, words: bool = False):
-        segments, _ = self.model.transcribe(audio, language="en", beam_size=1, vad_filter=False,
-                                            condition_on_previous_text=False, word_timestamps=words)
-        return list(segments)
-
-    def text(self, audio: np.ndarray) -> str:
-        return " ".join(s.text.strip() for s in self.transcribe(audio))
-
-
-def datasets(limit: int, offline: Offline) -> list[tuple[str, list[tuple[str, np.ndarray, str | None]]]]:
+def datasets(limit: int, offline: OfflineWhisper) -> list[tuple[str, list[tuple[str, np.ndarray, str | None]]]]:
     """(name, [(key, 16 kHz audio, transcript or None)]) for every dataset available here."""
     from asr_stream.errors import UserError
     from asr_stream.evaluation.audio import load_16k
@@ -71,7 +52,7 @@ def datasets(limit: int, offline: Offline) -> list[tuple[str, list[tuple[str, np
         return [(u.key, load_16k(u.clean if clean else u.audio), u.text) for u in dataset(spec, n)]
 
     def phrases(clips):
-        return [(k, phrases_with_pauses(a, [w for s in offline.transcribe(a, True) for w in s.words], seed=i), t)
+        return [(k, phrases_with_pauses(a, offline.words(a), seed=i), t)
                 for i, (k, a, t) in enumerate(clips)]
 
     try:
@@ -104,7 +85,7 @@ def counts(refs: list[str], hyps: list[str]) -> dict:
     return {"wer": o.wer, "ins": o.insertions / n, "del": o.deletions / n, "sub": o.substitutions / n, "words": n}
 
 
-def run_chain(label: str, preset: str, sets, workdir: Path, offline: Offline) -> dict:
+def run_chain(label: str, preset: str, sets, workdir: Path, offline: OfflineWhisper) -> dict:
     """Each file its own stream through the chain; offline Whisper on what the recogniser heard."""
     from asr_stream.config import load_preset
     from asr_stream.pipeline import Settings, build_chain, build_stages, run
@@ -241,7 +222,7 @@ def main() -> None:
     from asr_stream.evaluation.audio import write_16k
 
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="bench_streamed_"))
-    offline = Offline()
+    offline = OfflineWhisper()
     sets = datasets(a.limit, offline)
     if a.only:
         sets = [(name, clips) for name, clips in sets if name in a.only.split("|")]

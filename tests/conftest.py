@@ -117,26 +117,7 @@ def whisper_model_path() -> str:
     return bundled_model_path()
 
 
-class OfflineWhisper:
-    """The bundled Whisper tiny.en run offline by faster-whisper on a clip whole (30 s window,
-    greedy, no VAD): the reference a stream of the same model is held to."""
-
-    def __init__(self):
-        from faster_whisper import WhisperModel
-
-        from asr_stream.recognizers.whisper import bundled_model_path
-
-        self.model = WhisperModel(bundled_model_path(), device="cpu", compute_type="int8", cpu_threads=1)
-
-    def words(self, audio: np.ndarray) -> list:
-        segments, _ = self.model.transcribe(audio, language="en", beam_size=1, vad_filter=False,
-                                            condition_on_previous_text=False, word_timestamps=True)
-        return [w for s in segments for w in s.words]
-
-    def text(self, audio: np.ndarray) -> str:
-        segments, _ = self.model.transcribe(audio, language="en", beam_size=1, vad_filter=False,
-                                            condition_on_previous_text=False)
-        return " ".join(s.text for s in segments)
+from asr_stream.evaluation.offline import OfflineWhisper  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,8 @@
 The streaming policy (`whisper.py`) decides *what* to decode; this module does the decode:
 encode only as much audio as the buffer holds (plus a little padding, rounded up) instead of
 Whisper's 30 s (the caller may ask for more padding), condition on a prompt and optionally force
-a prefix (the streaming policy no longer forces one), and return the words with their times and the decoder's own confidence signals, which the policy uses to tell
-speech from hallucination.
+a prefix (the streaming policy no longer forces one), and return the words with their times and
+the decoder's own confidence signals, which the policy uses to tell speech from hallucination.
 """
 
 from __future__ import annotations
