@@ -131,6 +131,52 @@ def run_peer(sets, workdir: Path, model: str) -> tuple[dict | None, str]:
     return {"texts": texts, "delays": delays}, shown
 
 
+KINDS = ("split or joined", "repeated", "dropped", "added", "worded differently")
+
+
+def differences(keys: list[str], offline: list[str], streamed: list[str]) -> tuple[dict, dict]:
+    """Where the streamed text departs from the offline text, span by span (adjacent edits merged),
+    sorted into kinds: (words per kind, [(key, offline span, streamed span)] per kind). This is the
+    measured "why" beside a missed ratio: a split compound is not a lost word."""
+    from asr_stream.evaluation.metrics import normalize
+
+    words = dict.fromkeys(KINDS, 0)
+    examples: dict[str, list] = {k: [] for k in KINDS}
+    for key, o_text, s_text in zip(keys, offline, streamed):
+        o, s = normalize(o_text).split(), normalize(s_text).split()
+        if not o or not s:
+            if o or s:
+                kind = "dropped" if o else "added"
+                words[kind] += len(o or s)
+                examples[kind].append((key, " ".join(o), " ".join(s)))
+            continue
+        spans, cur = [], None
+        for c in jiwer.process_words(" ".join(o), " ".join(s)).alignments[0]:
+            if c.type == "equal":
+                cur = None
+                continue
+            if cur is None:
+                cur = [c.ref_start_idx, c.ref_end_idx, c.hyp_start_idx, c.hyp_end_idx]
+                spans.append(cur)
+            else:
+                cur[1], cur[3] = c.ref_end_idx, c.hyp_end_idx
+        for r0, r1, h0, h1 in spans:
+            ref, hyp = o[r0:r1], s[h0:h1]
+            if ref and hyp and "".join(ref) == "".join(hyp):
+                kind = "split or joined"
+            elif not ref and all(w in o[max(0, r0 - 4):r0 + 4] for w in hyp):
+                kind = "repeated"
+            elif not hyp:
+                kind = "dropped"
+            elif not ref:
+                kind = "added"
+            else:
+                kind = "worded differently"
+            words[kind] += max(len(ref), len(hyp))
+            examples[kind].append((key, " ".join(ref), " ".join(hyp)))
+    return words, examples
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
@@ -173,6 +219,21 @@ def report(sets, results: dict, peer: dict | None, peer_note: str, cmd: str, ela
             words = counts([t for _, _, t in clips], r["offline"])["words"] if labelled else vs["words"]
             lines.append(f"| {name} | {len(clips)} | {words} | {label} | " + " | ".join(cells)
                          + f" | {pct(vs['wer'])} ({per100(vs)}) | {r['rtf']:.2f} | {', '.join(verdict)} |")
+    lines += ["", "### Where streamed departs from offline", "",
+              "Spans where the streamed text differs from the offline text (adjacent edits merged), by kind, "
+              "in words: *split or joined* (same letters, other spacing: \"woodcutters\" / \"wood cutters\"), "
+              "*repeated* (an inserted word that stands within four words of the same word offline: a doubled "
+              "word), *dropped*, *added* (other insertions), *worded differently* (substitutions). "
+              "The first example of each kind follows (offline → streamed).", "",
+              "| dataset | chain | split or joined | repeated | dropped | added | worded differently | examples |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, clips in sets:
+        keys = [k for k, _, _ in clips]
+        for label, res in results.items():
+            words, examples = differences(keys, res[name]["offline"], res[name]["streamed"])
+            shown = "; ".join(f"{k}: `{e[0][1] or '∅'}` → `{e[0][2] or '∅'}` ({e[0][0]})"
+                              for k, e in examples.items() if e)
+            lines.append(f"| {name} | {label} | " + " | ".join(str(words[k]) for k in KINDS) + f" | {shown or '—'} |")
     lines += ["", "### The peer: WhisperLive on the same files", ""]
     if peer is None:
         lines.append(f"WhisperLive (PyPI `whisper-live`): {peer_note}.")
@@ -217,7 +278,11 @@ def main() -> None:
     p.add_argument("--only", help="datasets to run, by name, separated by | (default: all)")
     p.add_argument("--peer", choices=("auto", "none"), default="auto")
     p.add_argument("--workdir", type=Path)
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the section from --workdir's results.json (a finished run) without running again")
     a = p.parse_args()
+    if a.report_only and not (a.workdir and (a.workdir / "results.json").exists()):
+        p.error("--report-only needs --workdir with the results.json of a finished run")
     t0 = time.time()
     from asr_stream.evaluation.audio import write_16k
 
@@ -233,12 +298,19 @@ def main() -> None:
         for key, audio, _ in clips:
             write_16k(workdir / "audio" / name / f"{key}.wav", audio)
     print(f"{sum(len(c) for _, c in sets)} files in {len(sets)} datasets, in {workdir}", flush=True)
-    results = {label: run_chain(label, preset, sets, workdir, offline) for label, preset in CHAINS.items()}
-    peer, note = (None, "not run (`--peer none`)") if a.peer == "none" else run_peer(sets, workdir, offline.path)
-    print(f"  whisper-live: {'done' if peer else note}", flush=True)
-    (workdir / "results.json").write_text(json.dumps({"results": results, "peer": peer}))
-    cmd = os.environ.get("BENCH_STREAMED_CMD") or shlex.join(["python", "bench/bench_streamed.py", *sys.argv[1:]])
-    section = report(sets, results, peer, note, cmd, time.time() - t0)
+    if a.report_only:
+        saved = json.loads((workdir / "results.json").read_text())
+        results, peer, note, elapsed = saved["results"], saved["peer"], saved["peer_note"], saved["elapsed_s"]
+        cmd = saved["cmd"]
+    else:
+        results = {label: run_chain(label, preset, sets, workdir, offline) for label, preset in CHAINS.items()}
+        peer, note = (None, "not run (`--peer none`)") if a.peer == "none" else run_peer(sets, workdir, offline.path)
+        print(f"  whisper-live: {'done' if peer else note}", flush=True)
+        cmd = os.environ.get("BENCH_STREAMED_CMD") or shlex.join(["python", "bench/bench_streamed.py", *sys.argv[1:]])
+        elapsed = time.time() - t0
+        (workdir / "results.json").write_text(json.dumps({"results": results, "peer": peer, "peer_note": note,
+                                                           "elapsed_s": elapsed, "cmd": cmd}))
+    section = report(sets, results, peer, note, cmd, elapsed)
     common.write_section(a.out, section, BEGIN, END)
     print(section)
 
