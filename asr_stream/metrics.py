@@ -3,6 +3,9 @@ several servers in one process (tests) keep separate counts."""
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics,
                                generate_latest)
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401 (the server sends it)
@@ -38,6 +41,10 @@ class ServerMetrics:
         self.ready = Gauge("asr_stream_ready", "1 when engines are loaded and the server is not draining",
                            registry=r)
         self.max_sessions = Gauge("asr_stream_max_sessions", "The session limit (--max-sessions)", registry=r)
+        # for finding what grows in a long-running daemon: run it with PYTHONTRACEMALLOC=1
+        self.traced_bytes = Gauge("asr_stream_python_traced_bytes",
+                                  "Python allocations alive after a collection (only with PYTHONTRACEMALLOC=1)",
+                                  registry=r)
         for reason in ("capacity", "draining", "loading", "unauthorized", "origin", "bad_request"):
             self.sessions_rejected.labels(reason)  # every reason shows, at 0, from the start
         for stage in ("denoiser", "recognizer"):
@@ -47,4 +54,7 @@ class ServerMetrics:
         self.latency[kind].observe(max(0.0, seconds))
 
     def render(self) -> bytes:
+        if tracemalloc.is_tracing():  # what is retained, not what awaits collection
+            gc.collect()
+            self.traced_bytes.set(tracemalloc.get_traced_memory()[0])
         return generate_latest(self.registry)
