@@ -310,7 +310,11 @@ def build_serve_parser() -> argparse.ArgumentParser:
                           "own page; repeat for more, * for any")
     net.add_argument("--drain-seconds", type=float, default=20.0,
                      help="on SIGTERM, how long in-flight sessions get to finish (default 20)")
-    net.add_argument("--workers", type=int, help="scheduler threads (default: 2 per core)")
+    net.add_argument("--workers", type=int,
+                     help="worker processes, each holding the engines; sessions go to the least loaded "
+                          "(default: one per core; 0: the engines in the daemon's own process)")
+    net.add_argument("--stream-threads", type=int, default=2,
+                     help="scheduler threads per worker process (with --workers 0: per core; default 2)")
     net.add_argument("--max-backlog-s", type=float, default=4.0,
                      help="a live session further behind than this drops its oldest audio, counted (default 4)")
     net.add_argument("--instance", help="this daemon's name in messages, logs and /readyz (default host:pid)")
@@ -327,13 +331,16 @@ def run_serve(argv: list[str]) -> int:
     args = build_serve_parser().parse_args(argv)
     args.pace, args.mode = "realtime", "file"  # engines for live sessions; file sessions ask with ?pace=fast
     settings = settings_from_args(args)
-    if args.workers is not None and args.workers < 1:
-        raise UserError("--workers must be at least 1")
+    if args.workers is not None and args.workers < 0:
+        raise UserError(f"--workers must be 0 or more, got {args.workers}")
+    if args.stream_threads < 1:
+        raise UserError(f"--stream-threads must be at least 1, got {args.stream_threads}")
     config = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
                           max_session_s=args.max_session_seconds, max_frame_bytes=args.max_frame_bytes,
                           token=args.token if args.token is not None else os.environ.get("ASR_STREAM_TOKEN") or None,
                           allow_origins=tuple(o.rstrip("/") for o in args.allow_origin), drain_s=args.drain_seconds,
-                          workers=args.workers, max_backlog_s=args.max_backlog_s, warm_up=args.warm_up,
+                          workers=args.workers, stream_threads=args.stream_threads,
+                          max_backlog_s=args.max_backlog_s, warm_up=args.warm_up,
                           **({"instance": args.instance} if args.instance else {}))
     return serve(settings, config, log_format=args.log_format)
 

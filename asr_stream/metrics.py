@@ -4,11 +4,13 @@ several servers in one process (tests) keep separate counts."""
 from __future__ import annotations
 
 import gc
+import os
 import tracemalloc
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics,
                                generate_latest)
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401 (the server sends it)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 disable_created_metrics()  # the *_created series add nothing a scrape needs
 
@@ -50,6 +52,10 @@ class ServerMetrics:
         for stage in ("denoiser", "recognizer"):
             self.stage_busy.labels(stage)
 
+    def watch_workers(self, pool) -> None:
+        """Report the worker processes' CPU, memory and restarts beside the daemon's own."""
+        self.registry.register(WorkerCollector(pool))
+
     def observe_latency(self, kind: str, seconds: float) -> None:
         self.latency[kind].observe(max(0.0, seconds))
 
@@ -58,3 +64,35 @@ class ServerMetrics:
             gc.collect()
             self.traced_bytes.set(tracemalloc.get_traced_memory()[0])
         return generate_latest(self.registry)
+
+
+class WorkerCollector:
+    """CPU seconds and resident memory of each live worker process, read from /proc at scrape
+    time (a restarted worker starts again from 0), and how many restarts there were."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.page = os.sysconf("SC_PAGE_SIZE")
+
+    def describe(self):
+        return []  # collected only at scrape time: the workers come and go
+
+    def collect(self):
+        cpu = CounterMetricFamily("asr_stream_worker_cpu_seconds", "CPU seconds of each live worker process",
+                                  labels=["worker"])
+        rss = GaugeMetricFamily("asr_stream_worker_resident_memory_bytes", "Resident memory of each worker process",
+                                labels=["worker"])
+        for w in list(self.pool.workers):
+            try:
+                with open(f"/proc/{w.pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone (or not Linux)
+            cpu.add_metric([str(w.index)], (int(fields[11]) + int(fields[12])) / self.tick)
+            rss.add_metric([str(w.index)], int(fields[21]) * self.page)
+        yield cpu
+        yield rss
+        restarts = CounterMetricFamily("asr_stream_worker_restarts", "Worker processes started again after dying")
+        restarts.add_metric([], self.pool.restarts)
+        yield restarts

@@ -55,7 +55,8 @@ class ServerConfig:
     token: str | None = None
     allow_origins: tuple[str, ...] = ()  # besides the server's own origin; "*" allows any
     drain_s: float = 20.0  # SIGTERM: how long in-flight sessions get to finish
-    workers: int | None = None  # scheduler threads (default: 2 per core)
+    workers: int | None = None  # worker processes holding the engines (default: one per core; 0: in this process)
+    stream_threads: int = 2  # scheduler threads per worker (in this process: per core)
     max_backlog_s: float = 4.0
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     warm_up: bool = True
@@ -85,8 +86,8 @@ class CaptionServer:
         self.config = config
         self.metrics = ServerMetrics()
         self.metrics.max_sessions.set(config.max_sessions)
-        self.engines = None
-        self.scheduler = None
+        self.chain: dict[str, str] | None = None  # the loaded chain's stage names
+        self.scheduler = None  # a MultiStreamScheduler in this process, or a WorkerPool
         self.load_error: BaseException | None = None
         self.draining = False
         self.connections: dict[str, Connection] = {}
@@ -102,26 +103,38 @@ class CaptionServer:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def load(self) -> None:
-        """Load the engines (in a thread: the probes answer meanwhile) and start the workers."""
-        from asr_stream.engines import load_engines
-        from asr_stream.loadtest import cpu_count
-        from asr_stream.multistream import MultiStreamScheduler
-
+        """Load the engines (in a thread: the probes answer meanwhile): in worker processes, or
+        with `workers=0` in this one, under a scheduler."""
         t0 = time.monotonic()
-        engines = await asyncio.to_thread(load_engines, self.settings)
-        if self.config.warm_up:
-            await asyncio.to_thread(_warm_up, engines)
-        workers = self.config.workers or 2 * cpu_count()
-        self.scheduler = MultiStreamScheduler(engines, workers=workers, max_backlog_s=self.config.max_backlog_s)
-        self.engines = engines
+        c = self.config
+        workers = default_workers() if c.workers is None else c.workers
+        if workers:
+            from asr_stream.worker_pool import WorkerPool
+
+            pool = await asyncio.to_thread(WorkerPool, self.settings, workers, c.stream_threads, c.max_backlog_s,
+                                           c.warm_up)
+            self.scheduler = pool
+            await asyncio.to_thread(pool.wait_ready)
+            self.metrics.watch_workers(pool)
+            denoiser, recognizer = pool.names
+        else:
+            from asr_stream.engines import load_engines
+            from asr_stream.multistream import MultiStreamScheduler
+
+            engines = await asyncio.to_thread(load_engines, self.settings)
+            if c.warm_up:
+                await asyncio.to_thread(_warm_up, engines)
+            self.scheduler = MultiStreamScheduler(engines, workers=c.stream_threads * cpu_count(),
+                                                  max_backlog_s=c.max_backlog_s)
+            denoiser, recognizer = engines.denoiser.name, engines.recognizer.name
+        self.chain = {"denoiser": denoiser, "recognizer": recognizer}
         self.metrics.ready.set(0 if self.draining else 1)
-        log.info("engines loaded", extra={"event": "ready", "denoiser": engines.denoiser.name,
-                                          "recognizer": engines.recognizer.name, "workers": workers,
+        log.info("engines loaded", extra={"event": "ready", **self.chain, "workers": workers,
                                           "load_seconds": round(time.monotonic() - t0, 2)})
 
     @property
     def ready(self) -> bool:
-        return self.engines is not None and not self.draining
+        return self.chain is not None and not self.draining
 
     async def drain(self) -> None:
         """Stop taking sessions; in-flight ones get their last finals and close 1001, within
@@ -154,6 +167,8 @@ class CaptionServer:
         state = self._state()
         body = {"status": state, "sessions": len(self.connections), "max_sessions": self.config.max_sessions,
                 "instance": self.config.instance}
+        if hasattr(self.scheduler, "describe"):
+            body["workers"] = self.scheduler.describe()
         return web.json_response(body, status=200 if state == "ready" else 503)
 
     def _state(self) -> str:
@@ -161,8 +176,10 @@ class CaptionServer:
             return "failed"
         if self.draining:
             return "draining"
-        if self.engines is None:
+        if self.chain is None:
             return "loading"
+        if not getattr(self.scheduler, "available", True):
+            return "restarting"  # every worker process is starting again
         if len(self.connections) >= self.config.max_sessions:
             return "full"
         return "ready"
@@ -220,7 +237,7 @@ class CaptionServer:
             return self._refuse(400, "bad_request", f"{p.PATH} takes a WebSocket upgrade")
         state = self._state()
         if state != "ready":
-            reason = {"full": "capacity", "draining": "draining"}.get(state, "loading")
+            reason = {"full": "capacity", "draining": "draining"}.get(state, "loading")  # restarting: loading
             return self._refuse(503, reason, f"not taking sessions: {state}"
                                 + (f" ({self.config.max_sessions} sessions open)" if state == "full" else ""))
         self._ids += 1
@@ -304,15 +321,15 @@ class Connection:
             await self._close(p.CLOSE_INTERNAL, "internal error")
             return
         self.session.latency.listener = m.observe_latency
-        engines = server.engines
         log.info("session opened", extra={"event": "session_open", "session": self.id, **self.params.query(),
                                           "peer": self.peer})
         await self._send({"type": "ready", "session": self.id, "instance": server.config.instance,
                           "sample_rate": self.params.sample_rate, "encoding": self.params.encoding,
                           "channels": self.params.channels, "pace": self.params.pace,
-                          "partials": self.params.partials, "denoiser": engines.denoiser.name,
-                          "recognizer": engines.recognizer.name, "max_frame_bytes": server.config.max_frame_bytes,
-                          "max_session_seconds": server.config.max_session_s})
+                          "partials": self.params.partials, **server.chain,
+                          "max_frame_bytes": server.config.max_frame_bytes,
+                          "max_session_seconds": server.config.max_session_s,
+                          **({"worker": self.session.worker.index} if hasattr(self.session, "worker") else {})})
         self._reader = asyncio.create_task(self._read_loop())
         sender = asyncio.create_task(self._send_loop())
         done, _ = await asyncio.wait({self._reader, sender}, return_when=asyncio.FIRST_COMPLETED)
@@ -491,6 +508,18 @@ class Connection:
             await asyncio.wait_for(self.ws.close(code=code, message=message.encode()[:120]), 5.0)
         except (ConnectionError, RuntimeError, asyncio.TimeoutError):
             pass
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """One worker process per core."""
+    return cpu_count()
 
 
 def _web_file(name: str) -> str:
