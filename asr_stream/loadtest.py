@@ -269,7 +269,15 @@ def scrape(server: str, names: tuple[str, ...]) -> dict[str, float]:
     return out
 
 
-SERVER_METRICS = ("process_cpu_seconds_total", "process_resident_memory_bytes")
+SERVER_METRICS = ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                  "asr_stream_worker_cpu_seconds_total", "asr_stream_worker_resident_memory_bytes")
+
+
+def daemon_usage(server: str) -> tuple[float, float]:
+    """(CPU seconds, resident bytes) of the daemon and its worker processes together."""
+    m = scrape(server, SERVER_METRICS)
+    return (m["process_cpu_seconds_total"] + m["asr_stream_worker_cpu_seconds_total"],
+            m["process_resident_memory_bytes"] + m["asr_stream_worker_resident_memory_bytes"])
 
 
 async def remote_session(http, server: str, track: np.ndarray, delay: float, token: str | None) -> dict:
@@ -331,14 +339,13 @@ async def remote_session(http, server: str, track: np.ndarray, delay: float, tok
 def run_remote_load(server: str, tracks: list[np.ndarray], stagger_s: float = 1.0, token: str | None = None,
                     targets: Targets = Targets()) -> LoadResult:
     """`run_load`, through a daemon: N WebSocket sessions fed at wall-clock rate; latency as the
-    clients see it (network and all), CPU and RSS from the daemon's /metrics."""
+    clients see it (network and all), CPU and RSS (the daemon's and its workers') from /metrics."""
     import asyncio
 
     import aiohttp
 
     n = len(tracks)
-    before = scrape(server, SERVER_METRICS)
-    rss = before["process_resident_memory_bytes"]
+    cpu_before, rss = daemon_usage(server)
 
     async def main():
         nonlocal rss
@@ -347,14 +354,14 @@ def run_remote_load(server: str, tracks: list[np.ndarray], stagger_s: float = 1.
                     for i, t in enumerate(tracks)]
             while not all(j.done() for j in jobs):
                 await asyncio.wait(jobs, timeout=1.0)
-                rss = max(rss, (await asyncio.to_thread(scrape, server, SERVER_METRICS))["process_resident_memory_bytes"])
+                rss = max(rss, (await asyncio.to_thread(daemon_usage, server))[1])
             return [j.result() for j in jobs]
 
     t0, client0 = time.monotonic(), time.process_time()
     results = asyncio.run(main())
     wall, client_cpu = time.monotonic() - t0, time.process_time() - client0
-    after = scrape(server, SERVER_METRICS)
-    cpu = after["process_cpu_seconds_total"] - before["process_cpu_seconds_total"]
+    cpu_after, rss_after = daemon_usage(server)
+    cpu = cpu_after - cpu_before
     partial, final = RollingLatency(), RollingLatency()
     errors, dropped, skipped, drains = [], 0, 0, []
     for i, r in enumerate(results):
@@ -373,7 +380,7 @@ def run_remote_load(server: str, tracks: list[np.ndarray], stagger_s: float = 1.
         partial_p50_s=partial.percentile(50), partial_p95_s=partial.percentile(95),
         final_p50_s=final.percentile(50), final_p95_s=final.percentile(95), words=final.n,
         cpu_per_stream=round(cpu / (n * audio_s), 4), cores_used=round(cpu / wall, 3),
-        rss_mb=round(max(rss, after["process_resident_memory_bytes"]) / 2**20, 1),
+        rss_mb=round(max(rss, rss_after) / 2**20, 1),
         dropped_seconds=round(dropped / SAMPLE_RATE, 3), skipped_partials=int(skipped), errors=errors,
         mean_batch=None, drain_seconds=round(max(drains, default=0.0), 3),
         client_cpu_per_stream=round(client_cpu / (n * audio_s), 4))

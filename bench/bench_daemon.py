@@ -109,7 +109,7 @@ def soak(server: str, files: list[str], sessions: int, minutes: float) -> dict:
     """`sessions` clients, each running real-time sessions of SOAK_SESSION_S back to back."""
     import aiohttp
 
-    from asr_stream.loadtest import SERVER_METRICS, remote_session, scrape, speech_tracks
+    from asr_stream.loadtest import daemon_usage, remote_session, speech_tracks
     from asr_stream.stats import RollingLatency
 
     tracks = speech_tracks(files, max(sessions * 4, 8), SOAK_SESSION_S)
@@ -132,8 +132,8 @@ def soak(server: str, files: list[str], sessions: int, minutes: float) -> dict:
     async def sample():
         t0 = time.monotonic()
         while time.monotonic() < end_at:
-            m = await asyncio.to_thread(scrape, server, SERVER_METRICS)
-            rss.append((time.monotonic() - t0, m["process_resident_memory_bytes"] / 2**20))
+            _, resident = await asyncio.to_thread(daemon_usage, server)  # the daemon and its workers
+            rss.append((time.monotonic() - t0, resident / 2**20))
             await asyncio.sleep(10.0)
 
     async def main():
