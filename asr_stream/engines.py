@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 
@@ -11,7 +10,7 @@ from asr_stream.denoisers import load_denoiser_engine
 from asr_stream.errors import UserError
 from asr_stream.recognizers import load_recognizer_engine
 from asr_stream.stages import Denoiser, DenoiserEngine, Recognizer, RecognizerEngine
-from asr_stream.threads import configure_threads
+from asr_stream.threads import configure_threads, usable_cores
 
 _cache: dict = {}
 _lock = threading.Lock()
@@ -53,11 +52,7 @@ def stage_options(s) -> dict:
 def model_calls_at_once(threads: int) -> int:
     """How many calls into one engine run side by side: one per core's worth of threads (the
     scheduler's streams keep them busy; a single stream makes one call at a time anyway)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, threads))
+    return max(1, usable_cores() // max(1, threads))
 
 
 def load_engines(s) -> Engines:

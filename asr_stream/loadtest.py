@@ -21,6 +21,7 @@ from asr_stream import SAMPLE_RATE
 from asr_stream.errors import UserError
 from asr_stream.multistream import MultiStreamScheduler
 from asr_stream.stats import RollingLatency
+from asr_stream.threads import usable_cores
 
 REPO_SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 TICK_S = 0.02  # a real-time source delivers 20 ms at a time
@@ -241,10 +242,7 @@ def warm_up(engines, track: np.ndarray, seconds: float = 3.0) -> None:
 
 
 def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    return usable_cores()
 
 
 # -- against a running daemon (`asr-stream loadtest --server URL`) ------------------------

@@ -35,6 +35,7 @@ from asr_stream.errors import UserError
 from asr_stream.framer import sanitize
 from asr_stream.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from asr_stream.resampler import StreamingResampler
+from asr_stream.threads import usable_cores
 
 log = logging.getLogger("asr_stream.server")
 
@@ -124,7 +125,7 @@ class CaptionServer:
             engines = await asyncio.to_thread(load_engines, self.settings)
             if c.warm_up:
                 await asyncio.to_thread(_warm_up, engines)
-            self.scheduler = MultiStreamScheduler(engines, workers=c.stream_threads * cpu_count(),
+            self.scheduler = MultiStreamScheduler(engines, workers=c.stream_threads * usable_cores(),
                                                   max_backlog_s=c.max_backlog_s)
             denoiser, recognizer = engines.denoiser.name, engines.recognizer.name
         self.chain = {"denoiser": denoiser, "recognizer": recognizer}
@@ -510,16 +511,9 @@ class Connection:
             pass
 
 
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def default_workers() -> int:
     """One worker process per core."""
-    return cpu_count()
+    return usable_cores()
 
 
 def _web_file(name: str) -> str:

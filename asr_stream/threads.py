@@ -8,6 +8,7 @@ comes from the scheduler's workers, not from wider pools.
 
 from __future__ import annotations
 
+import os
 import threading
 
 _lock = threading.Lock()
@@ -34,3 +35,11 @@ def configure_threads(threads: int) -> int:
 def engine_threads() -> int:
     """The per-call thread count engines use (1 until configured)."""
     return _configured or 1
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
