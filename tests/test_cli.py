@@ -79,11 +79,21 @@ def test_timestamps_flag(two_clips):
     assert all(line.startswith("[") and " --> " in line for line in lines)
 
 
-def test_realtime_and_fast_pace_give_the_same_text(two_clips):
-    path, _ = two_clips
+def test_realtime_and_fast_pace_give_the_same_text(two_clips, tmp_path):
+    """Decodes fall at fixed audio positions, so pace does not change the text, as long as the
+    chain keeps up: on a machine too busy for that, a live stream skips partials (counted in the
+    stats), and then only the words must agree closely."""
+    import json
+
+    path, ref = two_clips
     fast = _ok(run_cli("--audio_path", str(path), "--pace", "fast"))
-    realtime = _ok(run_cli("--audio_path", str(path), "--pace", "realtime"))
-    assert fast.strip() and fast == realtime
+    stats = tmp_path / "stats.json"
+    realtime = _ok(run_cli("--audio_path", str(path), "--pace", "realtime", "--stats-json", str(stats)))
+    assert fast.strip()
+    if json.loads(stats.read_text()).get("skipped_partials", 0) == 0:
+        assert fast == realtime
+    else:
+        assert wer([fast], [realtime]) <= 0.1, (fast, realtime)
 
 
 def test_raw_pcm_on_stdin(two_clips):

@@ -123,6 +123,7 @@ class WhisperStreamingRecognizer:
         self.backlog = int(backlog_s * SAMPLE_RATE) if backlog_s is not None else None
         self.last_word_margin = 0.3  # s: a word ending this close to the buffer's end is not committed yet
         self.edge_margin = 0.2  # s: ... nor agreed with, in the decode before
+        self.min_agree_buffer_s = 1.0  # a decode of less audio than this is not agreed with
         self.end_margin = int(0.25 * SAMPLE_RATE)  # audio kept after the VAD's end of speech for the final
         self.detector = SpeechDetector(min_silence_s=min_silence_s)
         self.decodes = 0
@@ -136,6 +137,8 @@ class WhisperStreamingRecognizer:
         self.context_words = 0  # decoded words that re-transcribed committed audio (expected, not errors)
         self.overlap_rejected = 0  # words after new ones that lay on committed audio: the invariant's rejects
         self.prompt_retries = 0  # decodes done again without the prompt, the first one having derailed
+        self.final_fallbacks = 0  # finals that looped, whose last partial's unsettled words were kept
+        self._looped = False
         self.reset()
 
     # -- streaming surface ------------------------------------------------------------
@@ -213,6 +216,7 @@ class WhisperStreamingRecognizer:
         self._committed: list[Word] = []  # this utterance's committed words
         self._tail: list[AlignedWord] = []  # the last decode's uncommitted words
         self._tail_buf_end = 0.0  # where the last decode's buffer ended (stream seconds)
+        self._tail_buf_s = 0.0  # ... and how long it was
         self._last_emitted: tuple = ()
         self._shown = False  # has a partial with words been emitted for this utterance
 
@@ -232,7 +236,10 @@ class WhisperStreamingRecognizer:
     def _partial(self) -> list[Hypothesis]:
         tail = self._transcribe()
         agreed = 0
-        for i, (a, b) in enumerate(zip(self._tail, tail)):
+        # two decodes of an utterance's first fraction of a second often agree on a word the
+        # next second of audio changes ("a quick" -> "The quick"): too short to agree with
+        earlier = self._tail if self._tail_buf_s >= self.min_agree_buffer_s else []
+        for i, (a, b) in enumerate(zip(earlier, tail)):
             if key(a.text) != key(b.text) or a.end > self._tail_buf_end - self.edge_margin:
                 break  # a word at the end of the last decode's buffer may have been cut short ("9" of "9169")
             if growing_number(tail, i):
@@ -252,10 +259,14 @@ class WhisperStreamingRecognizer:
             # differently: a committed word cannot change later, so it is committed without the mark
             if old != text or i == len(tail) - 1:
                 text = text.rstrip(".?!,;:。") or text
-            committed.append(AlignedWord(text, new.start, new.end, new.probability, new.glued))
+            span = new
+            if i < len(self._tail) and collapsed(new) and not collapsed(self._tail[i]):
+                span = self._tail[i]  # a collapsed alignment has no audio (a loop starts there): keep the earlier one
+            committed.append(AlignedWord(text, span.start, span.end, new.probability, new.glued))
         self._commit(committed)
         self._tail = tail[agreed:]
         self._tail_buf_end = self._buf_end_s
+        self._tail_buf_s = len(self._buf) / SAMPLE_RATE
         out = self._split_long_utterance()
         self._trim()
         return out + self._emit(final=False)
@@ -266,6 +277,11 @@ class WhisperStreamingRecognizer:
             if 0 < keep < len(self._buf):
                 self._buf = self._buf[:keep]
         self._commit(self._transcribe(pad_s=self.final_pad))
+        if self._looped:
+            # the final decode ran into a loop and was cut (a short window can loop even padded):
+            # the words the last partial decode heard after what it kept still stand
+            self._commit([w for w in self._tail if not self._covers(w)])
+            self.final_fallbacks += 1
         self._tail = []
         self._in_utt = False
         self._last_end = self._pos
@@ -361,6 +377,7 @@ class WhisperStreamingRecognizer:
         earlier = [w.text for w in list(self._prompt)[-PROMPT_WORDS:]]
         supported = supported_words(earlier, words, self._speech_prob, self._buf_start / SAMPLE_RATE)
         self.ungrounded_words += len(words) - len(supported)
+        self._looped = len(supported) < len(words)
         words = self._uncovered(supported)
         self.decodes += 1
         self.decode_seconds += time.perf_counter() - t0
@@ -384,8 +401,9 @@ class WhisperStreamingRecognizer:
     def _covers(self, w: AlignedWord) -> bool:
         """Does a committed word cover `w`'s audio: more than half of the shorter of the two, or,
         for the same word said again, any overlap past the alignment's jitter, or none at all when
-        `w` is collapsed onto an instant just after it (around a pause the alignment stretches a
-        word over the silence, so a re-transcription can land half off it, or past its end)."""
+        one of the two is collapsed onto an instant at the other's edge (around a pause the
+        alignment stretches a word over the silence, so a re-transcription can land half off it,
+        or past its end; where a loop starts, a word collapses onto one instant)."""
         k = key(w.text)
         for a, b, committed_key in reversed(self._covered):
             if b <= w.start - SAME_WORD_JITTER_S:
@@ -394,8 +412,9 @@ class WhisperStreamingRecognizer:
             if overlap > 0.5 * max(COLLAPSED_S, min(b - a, w.end - w.start)):
                 return True
             if k and k == committed_key and (overlap > SAME_WORD_JITTER_S
-                                             or (collapsed(w) and overlap > -SAME_WORD_JITTER_S)):
-                return True  # ... or collapsed onto an instant just after it: no audio of its own
+                                             or ((collapsed(w) or b - a < COLLAPSED_S)
+                                                 and overlap > -SAME_WORD_JITTER_S)):
+                return True  # ... or one of the two collapsed onto an instant at the other's edge
         return False
 
     def _emit(self, final: bool, with_tail: bool = True) -> list[Hypothesis]:
