@@ -348,8 +348,9 @@ def run_serve(argv: list[str]) -> int:
 def _local_load_runner(args, settings, files, targets):
     from asr_stream import loadtest
     from asr_stream.engines import load_engines
+    from asr_stream.threads import usable_cores
 
-    workers = args.workers or 2 * loadtest.cpu_count()
+    workers = args.workers or 2 * usable_cores()
     if workers < 1:
         raise UserError("--workers must be at least 1")
     engines = load_engines(settings)

@@ -21,7 +21,6 @@ from asr_stream import SAMPLE_RATE
 from asr_stream.errors import UserError
 from asr_stream.multistream import MultiStreamScheduler
 from asr_stream.stats import RollingLatency
-from asr_stream.threads import usable_cores
 
 REPO_SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 TICK_S = 0.02  # a real-time source delivers 20 ms at a time
@@ -239,10 +238,6 @@ def warm_up(engines, track: np.ndarray, seconds: float = 3.0) -> None:
         s.closed.wait(60)
     finally:
         scheduler.close()
-
-
-def cpu_count() -> int:
-    return usable_cores()
 
 
 # -- against a running daemon (`asr-stream loadtest --server URL`) ------------------------
