@@ -5,8 +5,10 @@ Recognisers are hurt more by a denoiser's artifacts than by leftover noise, so t
 audio is mixed with the noisy input, `out = (1 - mix) * x + mix * denoised`, and `mix` follows the
 SNR estimate through a curve measured on calibration mixtures (recipes/gate): 0 (bypass) on
 clean speech, more in noise. Babble (the noise reads as speech to the VAD) has a curve of its
-own: a denoiser cannot tell the talkers apart and removes speech with them. In a pause the SNR cannot be read and `mix` holds. It moves at most
-`1 / ramp_s` per second, sample by sample, so a change never clicks.
+own: a denoiser cannot tell the talkers apart and removes speech with them. In a pause the SNR
+cannot be read and `mix` holds. It moves at most `1 / ramp_s` per second, sample by sample, so a
+change never clicks. Readings fall on fixed points of the stream (every 100 ms) and the ramp is
+anchored to them, so the output is the same however the audio is cut into calls.
 
 The gate adds no latency: the denoiser's output is aligned with its input, and the matching
 input samples wait in a short queue.
@@ -30,8 +32,7 @@ CALIBRATED_LIKE = "deepfilternet"  # what a denoiser without calibration of its 
 MIX_BINS = (0.05, 0.5, 0.95)  # how --stats-json counts time: bypassed / light / medium / full
 BABBLE_VAD = 0.5  # mean VAD probability of the noise above which it counts as babble (measured: 0.82-0.97
 # in babble, 0.02-0.10 in other real noise)
-READ_EVERY = 1600  # samples between readings of the estimator
-TIMELINE_STEP = 1600  # one decision kept per 100 ms ...
+READ_EVERY = 1600  # samples between readings of the estimator (and decisions kept in the timeline) ...
 TIMELINE_SPAN = 1200  # ... for the last 2 minutes, so captions can say what their audio got
 
 
@@ -90,9 +91,8 @@ class GatedDenoiser:
         self.last_snr_db: float | None = None
         self.babble_samples = 0  # audio during which the noise read as speech-like
         self.babble = False
-        self._unread = 0  # samples since the last reading
-        self._timeline: deque = deque(maxlen=TIMELINE_SPAN)  # (end sample, mix, snr or None, babble)
-        self._next_mark = TIMELINE_STEP
+        self._ramp_start, self._ramp_mix = 0, self.mix  # where and from what mix the ramp to target began
+        self._timeline: deque = deque(maxlen=TIMELINE_SPAN)  # per reading: (sample, mix, snr or None, babble)
 
     def process(self, hop: np.ndarray) -> np.ndarray:
         self._pending = np.concatenate([self._pending, np.asarray(hop, np.float32)])
@@ -106,20 +106,28 @@ class GatedDenoiser:
         if not n:
             return e
         x, self._pending = self._pending[:n], self._pending[n:]
+        out = np.empty(n, np.float32)
+        start = 0
+        while start < n:  # blocks that end on reading points: the output never depends on call sizes
+            end = min(n, start + READ_EVERY - self.samples % READ_EVERY)
+            out[start:end] = self._mix_block(x[start:end], e[start:end])
+            start = end
+        return out
+
+    def _mix_block(self, x: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """Samples up to the next reading point: mix follows the ramp from the last decision."""
+        n = len(x)
         self.estimator.update(x, e)
-        self._unread += n
-        if self._unread >= READ_EVERY:  # the window is 1.5 s: a reading per 100 ms is plenty
-            self._unread = 0
-            self._decide(self.estimator.reading())
+        since = (self.samples - self._ramp_start) + np.arange(1, n + 1)
+        ramp = self._ramp_mix + np.clip(self.target - self._ramp_mix, -self.step * since, self.step * since)
+        self.mix = float(ramp[-1])
         if self.babble:
             self.babble_samples += n
-        ramp = self.mix + np.clip(self.target - self.mix, -self.step * np.arange(1, n + 1),
-                                  self.step * np.arange(1, n + 1))
-        self.mix = float(ramp[-1])
         self._count(ramp)
-        if self.samples >= self._next_mark:
+        if self.samples % READ_EVERY == 0:  # the window is 1.5 s: a reading per 100 ms is plenty
+            self._decide(self.estimator.reading())
+            self._ramp_start, self._ramp_mix = self.samples, self.mix
             self._timeline.append((self.samples, self.mix, self.last_snr_db, self.babble))
-            self._next_mark = self.samples + TIMELINE_STEP
         m = ramp.astype(np.float32)
         return ((1 - m) * x + m * e).astype(np.float32)  # exactly x at mix 0 and e at mix 1
 
@@ -136,11 +144,12 @@ class GatedDenoiser:
         seconds = len(ramp) / 16000
         self.samples += len(ramp)
         self.mix_seconds += float(ramp.mean()) * seconds
-        self.seconds_by_bin[int(np.searchsorted(MIX_BINS, ramp.mean()))] += seconds
+        for b, count in enumerate(np.bincount(np.searchsorted(MIX_BINS, ramp), minlength=len(MIX_BINS) + 1)):
+            self.seconds_by_bin[b] += count / 16000
 
     def decisions_between(self, start_s: float, end_s: float) -> dict | None:
         """Mean mix and SNR estimate over a span of the stream (seconds), from the last 2 minutes."""
-        lo, hi = int(start_s * 16000), int(end_s * 16000) + TIMELINE_STEP
+        lo, hi = int(start_s * 16000), int(end_s * 16000) + READ_EVERY
         marks = [m for m in list(self._timeline) if lo <= m[0] <= hi]
         if not marks:
             return None
