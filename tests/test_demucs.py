@@ -71,22 +71,46 @@ def test_streaming_equals_offline_pass(size, speech):
     assert (default - expected).abs().max() < 1e-4
 
 
-def test_any_chunking_gives_the_same_output(speech):
+def _ragged(streamer: DemucsStreamer, x: torch.Tensor, seed: int = 0, most: int = 700) -> torch.Tensor:
+    """x fed in uneven calls, as a real-time scheduler under load makes them."""
+    rng, outs, i = np.random.default_rng(seed), [], 0
+    streamer.reset()
+    while i < x.shape[1]:
+        n = int(rng.integers(1, most))
+        outs.append(streamer.feed(x[:, i:i + n]))
+        i += n
+    return torch.cat(outs + [streamer.flush()], 1)
+
+
+@pytest.mark.parametrize("lookahead", [64, None])
+def test_any_chunking_gives_the_same_output(lookahead, speech):
+    """With the running scale (what a live stream uses): the scale moves once per block of the
+    stream, not per call, and each output sample is scaled back by what its input was divided by."""
     model = model_of("resample2-glu")
     speech = speech[:, :24000]
-    by_hop = stream(DemucsStreamer(model), speech, hop=256)
-    rng = np.random.default_rng(0)
-    streamer, outs, i = DemucsStreamer(model), [], 0
-    while i < speech.shape[1]:
-        n = int(rng.integers(1, 700))
-        outs.append(streamer.feed(speech[:, i:i + n]))
-        i += n
-    ragged = torch.cat(outs + [streamer.flush()], 1)
-    # the running scale is updated per call, so compare with a fixed scale too
-    assert ragged.shape == by_hop.shape
-    fixed = [stream(DemucsStreamer(model, scale=0.1), speech, hop=h) for h in (256, 100, 1024)]
-    for other in fixed[1:]:
-        assert (other - fixed[0]).abs().max() < 1e-6
+    by_hop = stream(DemucsStreamer(model, lookahead=lookahead), speech, hop=256)
+    for other in [stream(DemucsStreamer(model, lookahead=lookahead), speech, hop=h) for h in (100, 1024, 24000)] + \
+            [_ragged(DemucsStreamer(model, lookahead=lookahead), speech)]:
+        assert other.shape == by_hop.shape
+        assert (other - by_hop).abs().max() < 1e-6
+
+
+@needs_checkpoint
+def test_real_checkpoint_output_hardly_depends_on_call_sizes():
+    """The trained model on real speech, one hop per call against a second per call and uneven
+    calls. Full look-ahead: float rounding. The default look-ahead emits the samples at each
+    call's end from partial sums, so the cuts show, within a few thousandths."""
+    from asr_stream.denoisers import create_denoiser
+
+    x = torch.from_numpy(load_16k(demo_clip()[0]))[None]
+    x = x + 0.05 * torch.from_numpy(np.random.default_rng(0).standard_normal(x.shape[1]).astype(np.float32))
+    for exact, limit in ((True, 1e-5), (False, 0.01)):
+        streamer = create_denoiser(str(REAL_CHECKPOINT), denoise_exact=exact).streamer
+        hop = stream(streamer, x, hop=streamer.scale_block)
+        streamer.reset()
+        for other in (stream(streamer, x, hop=16000), _ragged(streamer, x, most=3000)):
+            assert other.shape == hop.shape
+            assert (other - hop).abs().max() < limit, exact
 
 
 @pytest.mark.parametrize("lookahead", [64, None])

@@ -354,6 +354,7 @@ class DemucsStreamer:
             reach = (reach - 1) * m.stride + m.kernel_size
         self.reach = reach
         self.down_reach = _downsample_reach(self.r)
+        self.scale_block = max(1, self.frame_step // self.r)  # input samples per scale update
         self.margin = 90 if self.r > 1 else 0  # input-rate history the resampler windows read
         frame_length = math.ceil(reach / self.r)  # == model.valid_length(1)
         if lookahead is None:
@@ -392,7 +393,9 @@ class DemucsStreamer:
         self.h = [torch.zeros(1, hidden) for _ in self.lstm_w]
         self.c = [torch.zeros(1, hidden) for _ in self.lstm_w]
         self.scale.reset()
-        self.current_scale = self.fixed_scale if self.fixed_scale is not None else 0.0
+        self.current_scale = self.scale.prior_std  # the running scale, updated once per block
+        self._block = torch.zeros(0)  # this block's samples so far
+        self.out_scale = torch.zeros(0)  # the scale each not yet emitted sample was divided by
 
     # -- the stream -------------------------------------------------------------------------
     @torch.inference_mode()
@@ -425,11 +428,28 @@ class DemucsStreamer:
         return self._emit(self.n_in, extras=True, final=True)
 
     def _take_input(self, samples: torch.Tensor) -> None:
-        if self.model.normalize and self.fixed_scale is None:
-            self.current_scale = self.scale.update(samples.mean(0))
-        divisor = self.model.floor + self.current_scale if self.model.normalize else 1.0
+        """Normalise by the running scale as it stood at the start of each block of the stream,
+        and keep that scale for the output samples: the same input gives the same output
+        however it is cut into calls."""
+        if not self.model.normalize:
+            divisors = torch.ones(samples.shape[1])
+        elif self.fixed_scale is not None:
+            divisors = torch.full((samples.shape[1],), self.fixed_scale)
+        else:
+            parts, start = [], 0
+            while start < samples.shape[1]:
+                end = min(samples.shape[1], start + self.scale_block - self._block.shape[0])
+                self._block = torch.cat([self._block, samples.mean(0)[start:end]])
+                parts.append(torch.full((end - start,), self.current_scale))
+                if self._block.shape[0] == self.scale_block:
+                    self.current_scale = self.scale.update(self._block)
+                    self._block = self._block[:0]
+                start = end
+            divisors = torch.cat(parts) if parts else torch.zeros(0)
         self.x_raw = torch.cat([self.x_raw, samples], 1)
-        self.x_norm = torch.cat([self.x_norm, samples / divisor], 1)
+        self.out_scale = torch.cat([self.out_scale, divisors])
+        floor = self.model.floor if self.model.normalize else 0.0
+        self.x_norm = torch.cat([self.x_norm, samples / (floor + divisors)], 1)
         self.n_in += samples.shape[1]
 
     def _frames_ready(self) -> int:
@@ -560,7 +580,8 @@ class DemucsStreamer:
                 y = downsample2(_zero_outside(y, (start - m) * 2, 0, limit))
             y = y[:, m:m + end - start]
         if self.model.normalize:
-            y = y * self.current_scale
+            y = y * self.out_scale[:end - start]
+        self.out_scale = self.out_scale[end - start:]
         if self.dry:
             y = self.dry * self.x_raw[:, :end - start] + (1 - self.dry) * y
         self.x_raw = self.x_raw[:, end - start:]
