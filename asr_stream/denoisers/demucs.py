@@ -436,10 +436,10 @@ class DemucsStreamer:
         elif self.fixed_scale is not None:
             divisors = torch.full((samples.shape[1],), self.fixed_scale)
         else:
-            parts, start = [], 0
-            while start < samples.shape[1]:
-                end = min(samples.shape[1], start + self.scale_block - self._block.shape[0])
-                self._block = torch.cat([self._block, samples.mean(0)[start:end]])
+            mono, parts, start = samples.mean(0), [], 0
+            while start < mono.shape[0]:
+                end = min(mono.shape[0], start + self.scale_block - self._block.shape[0])
+                self._block = torch.cat([self._block, mono[start:end]])
                 parts.append(torch.full((end - start,), self.current_scale))
                 if self._block.shape[0] == self.scale_block:
                     self.current_scale = self.scale.update(self._block)
