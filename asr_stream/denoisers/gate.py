@@ -145,7 +145,7 @@ class GatedDenoiser:
         self.samples += len(ramp)
         self.mix_seconds += float(ramp.mean()) * seconds
         for b, count in enumerate(np.bincount(np.searchsorted(MIX_BINS, ramp), minlength=len(MIX_BINS) + 1)):
-            self.seconds_by_bin[b] += count / 16000
+            self.seconds_by_bin[b] += int(count) / 16000
 
     def decisions_between(self, start_s: float, end_s: float) -> dict | None:
         """Mean mix and SNR estimate over a span of the stream (seconds), from the last 2 minutes."""
