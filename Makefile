@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml constraints.txt | apt
 	touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/asr-stream --audio_path samples/LJ001-0001.wav --pace realtime --timestamps
+	$(VENV)/bin/asr-stream --audio_path asr_stream/data/samples/LJ001-0001.wav --pace realtime --timestamps
 
 test: install
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc

@@ -56,9 +56,9 @@ CHAIN_DESTS: list[str] = []  # filled by add_chain_args: the flags that choose t
 
 def add_chain_args(chain) -> None:
     """The chain's flags: the captioning command's and the daemon's are the same."""
-    chain.add_argument("--config", help="a preset from configs/ (name or path); flags override it")
+    chain.add_argument("--config", help="a preset: a bundled name (default, no-denoiser, nemo, ...), one of yours in $ASR_STREAM_HOME/configs, or a YAML path; flags override it")
     chain.add_argument("--denoiser", help="none | deepfilternet | gtcrn | rnnoise | dns48 | dns64 | master64 | FILE.th | NAME "
-                       "(checkpoints/NAME.th) | demucs (the .th in checkpoints/) | module:factory "
+                       "(NAME.th in the checkpoint folders) | demucs (the one .th there) | module:factory "
                        "(default deepfilternet)")
     chain.add_argument("--no-gate", dest="gate", action="store_false", default=None,
                        help="hear the denoiser's output as it is, instead of mixing it with the input by "
@@ -75,7 +75,7 @@ def add_chain_args(chain) -> None:
                        help="Demucs: int8 weights for the deep layers and the LSTM (faster, slightly less exact)")
     chain.add_argument("--asr", help="whisper | nemo | module:factory (default whisper)")
     chain.add_argument("--model", help="recogniser model: whisper: a CTranslate2 model directory; nemo: a .nemo "
-                       "file, a name in checkpoints/, or a NeMo pretrained name")
+                       "file, a name in the checkpoint folders ($ASR_STREAM_HOME/checkpoints, ./checkpoints, bundled), or a NeMo pretrained name")
     chain.add_argument("--lookahead-ms", type=float,
                        help="nemo cache-aware models: right context in ms, one the model was trained with "
                             "(default: the model's default)")
@@ -171,8 +171,8 @@ def build_denoise_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT", required=True,
                    help="output audio file; its extension picks the format (.wav, .flac, .ogg, ...)")
     p.add_argument("--denoiser", default="dns48",
-                   help="none | deepfilternet | gtcrn | rnnoise | dns48 | dns64 | master64 | FILE.th | NAME (checkpoints/NAME.th) "
-                        "| demucs (the .th in checkpoints/) | module:factory (default dns48)")
+                   help="none | deepfilternet | gtcrn | rnnoise | dns48 | dns64 | master64 | FILE.th | NAME (NAME.th in the checkpoint folders) "
+                        "| demucs (the one .th there) | module:factory (default dns48)")
     p.add_argument("--keep-rate", action="store_true",
                    help="resample the result back to the input's sample rate (still mono) instead of 16 kHz")
     p.add_argument("--dry", type=float, help="Demucs: share of the noisy input mixed back, 0..1 (default 0)")
@@ -234,7 +234,7 @@ def build_loadtest_parser() -> argparse.ArgumentParser:
                    help="load a running 'asr-stream serve' at ws://HOST:PORT over WebSockets instead of engines in "
                         "this process (chain flags are then the server's; CPU and RSS come from its /metrics)")
     p.add_argument("--token", help="the server's token (default: $ASR_STREAM_TOKEN)")
-    p.add_argument("--config", help="a preset from configs/ (name or path); flags override it")
+    p.add_argument("--config", help="a preset: a bundled name (default, no-denoiser, nemo, ...), one of yours in $ASR_STREAM_HOME/configs, or a YAML path; flags override it")
     p.add_argument("--denoiser", help="as for captioning (default deepfilternet)")
     p.add_argument("--no-gate", dest="gate", action="store_false", default=None, help="denoiser output as it is")
     p.add_argument("--asr", help="whisper | nemo | module:factory (default whisper)")

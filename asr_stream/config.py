@@ -7,18 +7,19 @@ from pathlib import Path
 
 import yaml
 
+from asr_stream import resources
 from asr_stream.errors import UserError
 from asr_stream.pipeline import Settings
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
-
 
 def load_preset(name_or_path: str) -> dict:
+    """A YAML file, or a preset NAME: the user's `$ASR_STREAM_HOME/configs/NAME.yaml`, else the bundled one."""
     path = Path(name_or_path)
     if not path.exists() and not path.suffix:
-        path = PRESET_DIR / f"{name_or_path}.yaml"
+        path = resources.find_preset(name_or_path) or path
     if not path.is_file():
-        raise UserError(f"config not found: {name_or_path}")
+        raise UserError(f"config not found: {name_or_path} (a YAML file or one of: "
+                        f"{', '.join(resources.preset_names())})")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_stream import SAMPLE_RATE
+from asr_stream import SAMPLE_RATE, resources
 from asr_stream.errors import UserError
 from asr_stream.multistream import MultiStreamScheduler
 from asr_stream.stats import RollingLatency
 
-REPO_SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 TICK_S = 0.02  # a real-time source delivers 20 ms at a time
 
 
@@ -79,7 +78,7 @@ def speech_tracks(files: list[str | Path], n: int, seconds: float) -> list[np.nd
 
 
 def default_files() -> list[Path]:
-    files = sorted(REPO_SAMPLES.glob("*.wav"))
+    files = [resources.sample_wav()]
     try:
         import pytest_audioeval
 

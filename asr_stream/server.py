@@ -34,6 +34,7 @@ from asr_stream import protocol as p
 from asr_stream.errors import UserError
 from asr_stream.framer import sanitize
 from asr_stream.metrics import CONTENT_TYPE_LATEST, ServerMetrics
+from asr_stream.resources import sample_wav
 from asr_stream.resampler import StreamingResampler
 from asr_stream.threads import usable_cores
 
@@ -522,13 +523,10 @@ def _web_file(name: str) -> str:
 
 def _warm_up(engines) -> None:
     """One short session before the first client, so it does not pay for the first model calls."""
-    from asr_stream.loadtest import REPO_SAMPLES, warm_up
+    from asr_stream.loadtest import warm_up
+    from asr_stream.evaluation.audio import load_16k
 
-    sample = next(iter(sorted(REPO_SAMPLES.glob("*.wav"))), None)
-    if sample is not None:
-        from asr_stream.evaluation.audio import load_16k
-
-        warm_up(engines, load_16k(sample), seconds=2.0)
+    warm_up(engines, load_16k(sample_wav()), seconds=2.0)
 
 
 # -- running it -------------------------------------------------------------------------

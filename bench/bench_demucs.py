@@ -6,7 +6,7 @@ pass, on this machine, with one torch thread.
     python bench/bench_demucs.py [--quick] [--out BENCHMARKS.md]
 
 1. speed: dns48 and dns64 shapes (random weights, fixed seed; speed does not depend on the
-   weights) at hops of 256, 512 and 1024 samples, fed real speech (samples/LJ001-0001.wav at
+   weights) at hops of 256, 512 and 1024 samples, fed real speech (the bundled LJ001-0001.wav at
    16 kHz, repeated as needed): ms per `feed` call (mean, p95), RTF, algorithmic latency, for
    our streamer (default look-ahead, exact, int8) and the reference streamer; the offline
    forward pass's RTF on the same audio;
@@ -52,7 +52,7 @@ import common  # noqa: E402  (bench/ is on sys.path when a script there runs)
 SHARED = ROOT.parent / "shared"
 CHECKPOINT = SHARED / "data/models/demucs_valentini_light32.th"
 VALENTINI = SHARED / "data/speech/valentini"
-SPEECH = ROOT / "samples/LJ001-0001.wav"
+SPEECH = ROOT / "asr_stream/data/samples/LJ001-0001.wav"
 SR = 16000
 SEED = 0
 HOPS = (256, 512, 1024)
@@ -406,7 +406,7 @@ def render(speed: list[Timing], sx: dict, quality: dict | None, quality_note: st
     # -- speed
     by = {(t.model, t.hop, t.variant): t for t in speed}
     L += ["### Speed (random weights, seed 0; speed does not depend on the weights)", "",
-          f"Input: `samples/LJ001-0001.wav` resampled to 16 kHz, repeated: {sx['warm_s']:.2f} s untimed "
+          f"Input: `asr_stream/data/samples/LJ001-0001.wav` resampled to 16 kHz, repeated: {sx['warm_s']:.2f} s untimed "
           f"warm-up, then {sx['timed_s']:.2f} s fed one hop per call, each `feed` call timed with "
           f"`time.perf_counter`. RTF = time in `feed` / audio duration. Algorithmic latency = "
           f"(latency_samples + hop − 256) / 16 kHz: the look-ahead plus the wait for a whole hop; for the "

@@ -7,7 +7,7 @@ Runs `asr-stream eval` (real-time pace) for:
    into Whisper;
 2. real noisy recordings with clean references (../shared Valentini): the same chains, for
    PESQ/STOI/DNSMOS as well as WER;
-3. AN4 test clips through the project's own NeMo model (checkpoints/an4_fastconformer_ctc.nemo),
+3. AN4 test clips through the project's own NeMo model (asr_stream/data/models/an4_fastconformer_ctc.nemo),
    without and with DeepFilterNet, clean and at 5 dB.
 Each part's tables and plots go to docs/bench/eval-*/ and are embedded in BENCHMARKS.md with
 the command that made them.
@@ -32,7 +32,7 @@ BEGIN, END = "<!-- eval:begin -->", "<!-- eval:end -->"
 SHARED = ROOT.parent / "shared" / "data"
 DOCS = ROOT / "docs" / "bench"
 LIGHT_DEMUCS = SHARED / "models" / "demucs_valentini_light32.th"
-AN4_MODEL = ROOT / "checkpoints" / "an4_fastconformer_ctc.nemo"
+AN4_MODEL = ROOT / "asr_stream" / "data" / "models" / "an4_fastconformer_ctc.nemo"
 
 
 def parts(quick: bool) -> list[dict]:

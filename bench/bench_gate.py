@@ -34,7 +34,7 @@ from common import cpu_and_cores, write_section  # noqa: E402
 BEGIN, END = "<!-- gate:begin -->", "<!-- gate:end -->"
 SHARED = ROOT.parent / "shared" / "data"
 DOCS = ROOT / "docs" / "bench"
-AN4_MODEL = ROOT / "checkpoints" / "an4_fastconformer_ctc.nemo"
+AN4_MODEL = ROOT / "asr_stream" / "data" / "models" / "an4_fastconformer_ctc.nemo"
 HELD_OUT_NOISES = ["dude_miaowing", "white_noise", "speechbrain_noise2", "speechbrain_noise4", "speechbrain_noise5"]
 SNRS = [10, 5, 0, -5]
 DEFAULT = "default"

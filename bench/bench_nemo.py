@@ -8,7 +8,7 @@
 2. buffered streaming of full-context models of the same shapes against one offline pass;
 3. the whole chain, `asr-stream --pace realtime` with Demucs dns48 (random weights) and
    FastConformer large at 80 ms, one thread per stage on this machine's cores;
-4. the AN4 model's WER (checkpoints/an4_fastconformer_ctc.nemo), streamed and offline, when the
+4. the AN4 model's WER (asr_stream/data/models/an4_fastconformer_ctc.nemo), streamed and offline, when the
    model and ../shared/data/speech/an4 are there.
 
     python bench/bench_nemo.py --out BENCHMARKS.md            # everything (about 15 min)
@@ -37,9 +37,9 @@ from common import cpu_and_cores, load_16k, write_section  # noqa: E402
 
 BEGIN, END = "<!-- nemo:begin -->", "<!-- nemo:end -->"
 CACHE = Path(os.environ.get("ASR_STREAM_CACHE", Path.home() / ".cache" / "asr-stream")) / "bench"
-CLIP = ROOT / "samples" / "LJ001-0001.wav"
+CLIP = ROOT / "asr_stream" / "data" / "samples" / "LJ001-0001.wav"
 AN4 = ROOT.parent / "shared" / "data" / "speech" / "an4"
-AN4_MODEL = ROOT / "checkpoints" / "an4_fastconformer_ctc.nemo"
+AN4_MODEL = ROOT / "asr_stream" / "data" / "models" / "an4_fastconformer_ctc.nemo"
 # FastConformer shapes as NVIDIA publishes them (8x depthwise-striding subsampling, 256 channels)
 SIZES = {"small": dict(d_model=176, n_layers=16, n_heads=4),
          "medium": dict(d_model=256, n_layers=16, n_heads=4),

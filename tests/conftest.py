@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SHARED_SPEECH = SHARED / "data" / "speech"
 SHARED_NOISE = SHARED / "data" / "noise"
+SAMPLE_WAV = REPO / "asr_stream" / "data" / "samples" / "LJ001-0001.wav"
 
 needs_shared = pytest.mark.skipif(not SHARED_SPEECH.is_dir(), reason="../shared (speech and noise data) is absent")
 
@@ -32,8 +33,8 @@ def audioeval_clips() -> list[tuple[Path, str]]:
 
 
 def demo_clip() -> tuple[Path, str]:
-    """The public-domain LJSpeech clip the repository ships (22.05 kHz)."""
-    return REPO / "samples" / "LJ001-0001.wav", (REPO / "samples" / "LJ001-0001.txt").read_text().strip()
+    """The public-domain LJSpeech clip the package ships (22.05 kHz)."""
+    return SAMPLE_WAV, SAMPLE_WAV.with_suffix(".txt").read_text().strip()
 
 
 def shared_tsv(folder: str) -> list[tuple[Path, str]]:

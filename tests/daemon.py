@@ -27,9 +27,15 @@ TESTS = Path(__file__).resolve().parent
 
 
 class Daemon:
-    def __init__(self, *args: str, env: dict | None = None, ready_timeout: float = 180.0, wait_ready: bool = True):
+    def __init__(self, *args: str, env: dict | None = None, ready_timeout: float = 180.0, wait_ready: bool = True,
+                 program: list[str] | None = None, cwd: Path = REPO):
+        """`program`: the command that starts asr-stream (default: this checkout's package; an
+        installed console script runs with the environment as given, no checkout on its path)."""
         self.args = ["--port", "0", *args]
-        self.env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{TESTS}", **(env or {}))
+        self.program = program or [sys.executable, "-m", "asr_stream"]
+        self.cwd = cwd
+        base = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{TESTS}") if program is None else dict(os.environ)
+        self.env = dict(base, **(env or {}))
         self.ready_timeout = ready_timeout
         self.wait_ready = wait_ready
         self.lines: list[str] = []
@@ -37,7 +43,7 @@ class Daemon:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "Daemon":
-        self.proc = subprocess.Popen([sys.executable, "-m", "asr_stream", "serve", *self.args], cwd=REPO,
+        self.proc = subprocess.Popen([*self.program, "serve", *self.args], cwd=self.cwd,
                                      env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()

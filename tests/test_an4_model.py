@@ -1,4 +1,4 @@
-"""The project's own AN4-trained FastConformer-CTC (checkpoints/an4_fastconformer_ctc.nemo): its
+"""The project's own AN4-trained FastConformer-CTC (asr_stream/data/models/an4_fastconformer_ctc.nemo): its
 streamed WER on the AN4 test split, through the whole CLI (a file, and the live microphone),
 stays within 10 % (relative) of the same model's offline WER. Needs ../shared's AN4 audio."""
 
@@ -10,12 +10,12 @@ import soundfile as sf
 
 from conftest import REPO, SHARED, run_cli
 
-MODEL = REPO / "checkpoints" / "an4_fastconformer_ctc.nemo"
+MODEL = REPO / "asr_stream" / "data" / "models" / "an4_fastconformer_ctc.nemo"
 AN4 = SHARED / "data" / "speech" / "an4"
 GAP_S = 1.0
 
 pytestmark = [pytest.mark.shared,
-              pytest.mark.skipif(not MODEL.is_file(), reason="checkpoints/an4_fastconformer_ctc.nemo is absent"),
+              pytest.mark.skipif(not MODEL.is_file(), reason="the bundled an4_fastconformer_ctc.nemo is absent"),
               pytest.mark.skipif(not AN4.is_dir(), reason="../shared AN4 is absent")]
 pytest.importorskip("nemo.collections.asr.models", reason="nemo_toolkit is not installed")
 

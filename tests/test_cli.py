@@ -190,13 +190,14 @@ def test_bad_options(args, needle):
 
 
 def test_every_shipped_preset_is_valid():
-    from asr_stream.config import PRESET_DIR, load_preset
+    from asr_stream import resources
+    from asr_stream.config import load_preset
     from asr_stream.pipeline import Settings
 
-    presets = sorted(PRESET_DIR.glob("*.yaml"))
-    assert len(presets) >= 4
-    for path in presets:
-        Settings(**load_preset(str(path)))
+    names = resources.preset_names()
+    assert len(names) >= 4
+    for name in names:
+        Settings(**load_preset(name))
 
 
 def test_no_input_given():

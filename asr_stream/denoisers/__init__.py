@@ -1,17 +1,17 @@
 """Denoisers by name: `none`, `deepfilternet`, `gtcrn`, `rnnoise`, Demucs (`dns48`, `dns64`, `master64`, a `.th`
-file, a `.th` in checkpoints/ by name, or `demucs` for the one there), or
-`package.module:factory` for your own."""
+file, a `.th` in the checkpoint folders by name, or `demucs` for the one there; see `asr_stream.resources`),
+or `package.module:factory` for your own."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from asr_stream import resources
 from asr_stream.errors import UserError
 from asr_stream.plugins import load_factory
 from asr_stream.stages import Denoiser, DenoiserEngine, FactoryEngine
 
 
-CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 DEMUCS_NAMES = ("demucs", "dns48", "dns64", "master64")
 
 
@@ -40,11 +40,11 @@ def load_denoiser_engine(spec: str, **options) -> DenoiserEngine:
         return FactoryEngine(RNNoiseDenoiser)  # its weights are compiled into the library, shared
     if ":" in spec:
         return FactoryEngine.of(load_factory(spec, "denoiser"), options)
-    if spec in DEMUCS_NAMES or spec.endswith(".th") or (CHECKPOINTS / f"{spec}.th").is_file():
+    if spec in DEMUCS_NAMES or spec.endswith(".th") or resources.find_checkpoint(spec, ".th"):
         from asr_stream.denoisers.demucs import DemucsEngine
         from asr_stream.denoisers.demucs_checkpoint import load_demucs
 
-        return DemucsEngine(load_demucs(spec, checkpoints_dir=CHECKPOINTS), name=Path(spec).stem,
+        return DemucsEngine(load_demucs(spec), name=Path(spec).stem,
                             hop=options.get("denoise_hop"), dry=options.get("dry", 0.0),
                             exact=options.get("denoise_exact", False), int8=options.get("denoise_int8", False))
     raise UserError(f"unknown denoiser '{spec}' (use none, deepfilternet, gtcrn, rnnoise, dns48, dns64, master64, "

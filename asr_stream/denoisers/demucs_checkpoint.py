@@ -32,10 +32,10 @@ from pathlib import Path
 
 import torch
 
+from asr_stream import resources
 from asr_stream.denoisers.demucs import Demucs
 from asr_stream.errors import UserError
 
-REPO = Path(__file__).resolve().parents[2]
 
 PRETRAINED: dict[str, dict] = {
     "dns48": {"url": "https://dl.fbaipublicfiles.com/adiyoss/denoiser/dns48-11decc9d8e3f0998.th",
@@ -264,7 +264,7 @@ def fetch_pretrained(name: str) -> Path:
     match = _HASHED_NAME.search(filename)
     if not match:
         raise UserError(f"cannot verify {url}: its file name has no SHA-256 prefix (NAME-<hex>.th); "
-                        f"place the file in checkpoints/{name}.th instead")
+                        f"place the file in {resources.home() / 'checkpoints'}/{name}.th instead")
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     dst = cache / filename
     if dst.is_file():
@@ -283,7 +283,7 @@ def _download(url: str, dst: Path, hash_prefix: str, name: str) -> None:
     it into place: an interrupted or wrong download never leaves a file behind."""
     tmp = dst.with_name(f"{dst.name}.{uuid.uuid4().hex}.partial")
     sha = hashlib.sha256()
-    instead = f"place the file in checkpoints/{name}.th instead"
+    instead = f"place the file in {resources.home() / 'checkpoints'}/{name}.th instead"
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "asr-stream"})
         with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, open(tmp, "wb") as out:
@@ -305,40 +305,48 @@ def _download(url: str, dst: Path, hash_prefix: str, name: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _resolve(spec: str, checkpoints_dir: Path) -> tuple[Path, dict]:
-    """The file `spec` names and the hyper-parameter defaults that go with it."""
+def _resolve(spec: str, folders: list[Path]) -> tuple[Path, dict]:
+    """The file `spec` names (first match over `folders`) and the hyper-parameter defaults that go with it."""
+    where = ", ".join(str(f) for f in folders)
     if spec == "demucs":
-        found = sorted(checkpoints_dir.glob("*.th")) if checkpoints_dir.is_dir() else []
+        found = [p for f in folders if f.is_dir() for p in sorted(f.glob("*.th"))]
         if len(found) == 1:
             return found[0], {}
         if not found:
-            raise UserError(f"no Demucs checkpoint (*.th) in {checkpoints_dir}: put one there, give a path, "
+            raise UserError(f"no Demucs checkpoint (*.th) in {where}: put one there, give a path, "
                             f"or name a pretrained model ({', '.join(PRETRAINED)})")
-        raise UserError(f"several Demucs checkpoints in {checkpoints_dir} "
+        raise UserError(f"several Demucs checkpoints in {where} "
                         f"({', '.join(p.stem for p in found)}): name the one to use")
     if "/" in spec or os.sep in spec or spec.endswith(".th"):
         return Path(spec).expanduser(), {}
     defaults = dict(PRETRAINED[spec]["hparams"]) if spec in PRETRAINED else {}
-    candidates = [checkpoints_dir / f"{spec}.th"]
+    names = [f"{spec}.th"]
     if spec in PRETRAINED:  # the published file, dropped in under its own name
-        candidates.append(checkpoints_dir / Path(urllib.parse.urlparse(PRETRAINED[spec]["url"]).path).name)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate, defaults
+        names.append(Path(urllib.parse.urlparse(PRETRAINED[spec]["url"]).path).name)
+    for folder in folders:
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name, defaults
     if spec in PRETRAINED:
         return fetch_pretrained(spec), defaults
     if Path(spec).is_file():
         return Path(spec), {}
-    raise UserError(f"no Demucs checkpoint '{spec}': not a file, no {checkpoints_dir / (spec + '.th')}, "
+    raise UserError(f"no Demucs checkpoint '{spec}': not a file, no {spec}.th in {where}, "
                     f"and not a pretrained name ({', '.join(PRETRAINED)})")
 
 
-def load_demucs(spec: str, *, checkpoints_dir: Path = REPO / "checkpoints", overrides: dict | None = None) -> Demucs:
-    """A Demucs (eval mode) from `spec`: a .th path; NAME for checkpoints_dir/NAME.th;
-    `demucs` for the one .th in checkpoints_dir; or dns48/dns64/master64 (checkpoints_dir first,
-    else downloaded once into torch.hub's cache). `overrides` replace hyper-parameters the
-    file states or implies (a bare state dict does not record stride or resample)."""
-    path, defaults = _resolve(spec, Path(checkpoints_dir))
+def load_demucs(spec: str, *, checkpoints_dir: Path | list[Path] | None = None,
+                overrides: dict | None = None) -> Demucs:
+    """A Demucs (eval mode) from `spec`: a .th path; NAME for NAME.th in the checkpoint folders
+    (`checkpoints_dir`, default the user's: see `asr_stream.resources`); `demucs` for the one .th
+    there; or dns48/dns64/master64 (those folders first, else downloaded once into torch.hub's
+    cache). `overrides` replace hyper-parameters the file states or implies (a bare state dict
+    does not record stride or resample)."""
+    if checkpoints_dir is None:
+        folders = resources.user_checkpoint_dirs()
+    else:
+        folders = [Path(checkpoints_dir)] if isinstance(checkpoints_dir, (str, Path)) else list(checkpoints_dir)
+    path, defaults = _resolve(spec, folders)
     if overrides:
         unknown = sorted(set(overrides) - set(HPARAM_NAMES))
         if unknown:

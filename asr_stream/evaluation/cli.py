@@ -23,7 +23,7 @@ def build_eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="audioeval", help="built-in name or manifest .jsonl (default audioeval)")
     p.add_argument("--limit", type=int, help="first N utterances only")
     p.add_argument("--chains", default="default,no-denoiser",
-                   help="comma-separated presets (configs/ names or YAML paths) or LABEL:key=value;key=value "
+                   help="comma-separated presets (names or YAML paths) or LABEL:key=value;key=value "
                         "(default: default,no-denoiser)")
     p.add_argument("--conditions", default="clean,10,5,0",
                    help="comma-separated: clean, SNR (dB; a noise file chosen per utterance, or babble when "

@@ -1,22 +1,25 @@
 """Datasets as manifests: JSON lines of `audio_filepath`, `text` and, for denoiser metrics, an
 optional `clean_filepath` (NeMo's manifest format, so NeMo manifests work as they are).
 
-Built-in names read the speech beside the checkout (`../shared/data/speech/`) and the clips the
-`pytest-audioeval` package ships, in place; nothing is copied.
+Built-in names read the bundled demo clip, the speech beside the checkout (`../shared/data/speech/`,
+or `$ASR_STREAM_SHARED/data/speech/`) and the clips the `pytest-audioeval` package ships, in place;
+nothing is copied.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from asr_stream import resources
 from asr_stream.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[2]
-SHARED_SPEECH = ROOT.parent / "shared" / "data" / "speech"
-SHARED_NOISE = ROOT.parent / "shared" / "data" / "noise"
+SHARED = Path(os.environ.get("ASR_STREAM_SHARED", Path(__file__).resolve().parents[3] / "shared"))
+SHARED_SPEECH = SHARED / "data" / "speech"
+SHARED_NOISE = SHARED / "data" / "noise"
 
 
 @dataclass(frozen=True)
@@ -94,12 +97,12 @@ def _audioeval() -> list[Utterance]:
 
 
 def _sample() -> list[Utterance]:
-    wav = ROOT / "samples" / "LJ001-0001.wav"
+    wav = resources.sample_wav()
     return [Utterance(wav.stem, wav, wav.with_suffix(".txt").read_text().strip())]
 
 
 BUILTIN = {
-    "sample": ("the LJSpeech clip in samples/", _sample),
+    "sample": ("the LJSpeech clip bundled with the package", _sample),
     "audioeval": ("English clips shipped by pytest-audioeval", _audioeval),
     "ljspeech": ("../shared LJSpeech, 32 clips, one speaker", lambda: _tsv(SHARED_SPEECH / "ljspeech")),
     "valentini": ("../shared Valentini noisy recordings with clean references",

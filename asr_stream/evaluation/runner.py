@@ -32,7 +32,7 @@ class ChainSpec:
 
     @staticmethod
     def parse(spec: str) -> ChainSpec:
-        """`PRESET` (a name in configs/ or a YAML path), or `LABEL:key=value;key=value` over the
+        """`PRESET` (a preset name or a YAML path), or `LABEL:key=value;key=value` over the
         defaults (e.g. `demucs-light:denoiser=path/to/model.th;dry=0.1`)."""
         from asr_stream.config import load_preset
 

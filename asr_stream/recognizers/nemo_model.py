@@ -1,4 +1,4 @@
-"""Loading NeMo ASR models (`.nemo` files, names in checkpoints/, NeMo pretrained names) for
+"""Loading NeMo ASR models (`.nemo` files, names in the checkpoint folders, NeMo pretrained names) for
 the streaming recognisers, with every way that can fail turned into a one-line error."""
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import os
 import tarfile
 from pathlib import Path
 
+from asr_stream import resources
 from asr_stream.errors import UserError
-
-CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 @contextlib.contextmanager
@@ -31,17 +30,20 @@ def quiet_nemo():
 
 
 def resolve_model_path(spec: str | None) -> str:
-    """`spec` is a `.nemo` path, a name in checkpoints/ (with or without `.nemo`), or a NeMo
-    pretrained name (downloaded by NeMo into its cache)."""
+    """`spec` is a `.nemo` path, a name in the checkpoint folders (with or without `.nemo`; see
+    `asr_stream.resources`), or a NeMo pretrained name (downloaded by NeMo into its cache). No
+    spec: the one `.nemo` in the user's folders, else the bundled AN4 model."""
     if not spec:
-        found = sorted(CHECKPOINTS.glob("*.nemo"))
+        found = resources.checkpoints_with(".nemo") or sorted(resources.BUNDLED_MODELS.glob("*.nemo"))
         if len(found) == 1:
             return str(found[0])
-        raise UserError("--asr nemo needs --model PATH.nemo (or one .nemo in checkpoints/); "
-                        f"found {len(found)} in {CHECKPOINTS}")
-    for candidate in (Path(spec), CHECKPOINTS / spec, CHECKPOINTS / f"{spec}.nemo"):
-        if candidate.is_file():
-            return str(candidate)
+        raise UserError("--asr nemo needs --model PATH.nemo (or one .nemo in the checkpoint folders); "
+                        f"found {len(found)} in {', '.join(str(d) for d in resources.user_checkpoint_dirs())}")
+    if Path(spec).expanduser().is_file():
+        return str(Path(spec).expanduser())
+    found = resources.find_checkpoint(spec, ".nemo")
+    if found is not None:
+        return str(found)
     if spec.endswith(".nemo") or os.sep in spec:
         raise UserError(f"NeMo model {spec} does not exist")
     return spec  # a pretrained name
@@ -73,7 +75,7 @@ def load_nemo_model(spec: str | None, device: str = "cpu"):
                 model = ASRModel.from_pretrained(path, map_location=device)
             except Exception as exc:
                 raise UserError(f"cannot get NeMo pretrained model '{path}' (offline? put the .nemo in "
-                                f"checkpoints/): {type(exc).__name__}") from None
+                                f"{resources.home() / 'checkpoints'}): {type(exc).__name__}") from None
     model.eval()
     model._asr_stream_source = path
     if ctc_head(model) is None:

@@ -4,7 +4,7 @@ A streaming step of a NeMo model is small (a few frames through a dozen layers),
 per-operator overhead dominates it; ONNX Runtime runs the same graph with far less. The export
 is NeMo's own (`model.export`, with `cache_support` for cache-aware models), made from a second
 copy of the model loaded from the same file (export changes the model it runs on), and written beside the `.nemo` (or in
-`~/.cache/asr-stream/onnx` when that folder is not writable) under a name that carries the
+`~/.cache/asr-stream/onnx` for a bundled model or a folder that is not writable) under a name that carries the
 model file's hash and the attention context: a retrained model never reuses a stale export.
 """
 
@@ -19,19 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
+from asr_stream import resources
 from asr_stream.errors import UserError
 from asr_stream.recognizers.nemo_model import load_nemo_model, model_source, quiet_nemo, source_digest
 
 CACHE_DIR = Path(os.environ.get("ASR_STREAM_CACHE", Path.home() / ".cache" / "asr-stream")) / "onnx"
 
 
-def export_path(model, kind: str) -> Path:
-    """Where the export of `model` for `kind` ("cache-aware-70-1", "offline") lives."""
-    source = model_source(model)
+def export_path(source: str, kind: str) -> Path:
+    """Where the export for `kind` ("cache-aware-70-1", "offline") of the model loaded from
+    `source` (a .nemo path or a pretrained name) lives."""
     stem = Path(source).stem if Path(source).is_file() else re.sub(r"[^A-Za-z0-9_.-]+", "_", source or "model")
     name = f"{stem}.{source_digest(source)}.{kind}.onnx"
     beside = Path(source).parent if Path(source).is_file() else None
-    if beside is not None and os.access(beside, os.W_OK):
+    if beside is not None and os.access(beside, os.W_OK) and not resources.is_bundled(source):
         return beside / name
     return CACHE_DIR / name
 
@@ -42,11 +43,11 @@ def ensure_export(model, kind: str, context: list[int] | None = None, int8: bool
     the export's MatMul weights are quantized to int8 (ONNX Runtime's dynamic quantization:
     activations are quantized on the fly), from the fp32 export."""
     if int8:
-        path = export_path(model, kind + "-int8")
+        path = export_path(model_source(model), kind + "-int8")
         if not path.is_file():
             _quantize(ensure_export(model, kind, context), path)
         return path
-    path = export_path(model, kind)
+    path = export_path(model_source(model), kind)
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "speech" / "an4"  # ../shared beside the checkout
 DEFAULT_WORK_DIR = Path("/tmp/an4_work")
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "nemo" / "fastconformer_ctc_an4.yaml"
-DEFAULT_OUT = REPO_ROOT / "checkpoints" / "an4_fastconformer_ctc.nemo"
+DEFAULT_OUT = REPO_ROOT / "asr_stream" / "data" / "models" / "an4_fastconformer_ctc.nemo"
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 # AN4 split name -> (transcription file, fileids file); audio is wav/<fileid>.wav
