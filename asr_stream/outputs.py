@@ -22,6 +22,16 @@ def _stamp(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
+def srt_cue(n: int, hyp: Hypothesis) -> str:
+    """The `n`-th (from 1) SubRip cue: one final."""
+    return f"{n}\n{_stamp(hyp.start, ',')} --> {_stamp(hyp.end, ',')}\n{hyp.text}\n\n"
+
+
+def vtt_cue(hyp: Hypothesis) -> str:
+    """One WebVTT cue (after the file's "WEBVTT" header): one final."""
+    return f"{_stamp(hyp.start, '.')} --> {_stamp(hyp.end, '.')}\n{hyp.text}\n\n"
+
+
 class CaptionWriter:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -47,9 +57,9 @@ class CaptionWriter:
                       **(extra or {})}
             self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
         elif self.kind == ".srt":
-            self._f.write(f"{self._n}\n{_stamp(hyp.start, ',')} --> {_stamp(hyp.end, ',')}\n{hyp.text}\n\n")
+            self._f.write(srt_cue(self._n, hyp))
         elif self.kind == ".vtt":
-            self._f.write(f"{_stamp(hyp.start, '.')} --> {_stamp(hyp.end, '.')}\n{hyp.text}\n\n")
+            self._f.write(vtt_cue(hyp))
         else:
             self._f.write(hyp.text + "\n")
         self._f.flush()

@@ -5,7 +5,7 @@ caption page for the browser.
     client --PCM frames--> Connection --16 kHz--> Session (scheduler workers)
     Session --hypotheses (worker thread)--> Connection's outbox --JSON--> client
 
-The protocol is in `protocol.py`. Everything a client sends is checked before it reaches the
+The OpenAI-style file transcription endpoint is in `transcriptions.py`. The protocol is in `protocol.py`. Everything a client sends is checked before it reaches the
 chain; a client can end, break or abandon only its own session.
 """
 
@@ -37,6 +37,7 @@ from asr_stream.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from asr_stream.resources import sample_wav
 from asr_stream.resampler import StreamingResampler
 from asr_stream.threads import usable_cores
+from asr_stream.transcriptions import PATH as TRANSCRIPTIONS_PATH, TranscriptionEndpoint
 
 log = logging.getLogger("asr_stream.server")
 
@@ -54,6 +55,7 @@ class ServerConfig:
     max_sessions: int = 8
     max_session_s: float | None = None  # wall-clock limit per session
     max_frame_bytes: int = 1 << 20
+    max_upload_bytes: int = 25_000_000  # POST /v1/audio/transcriptions
     token: str | None = None
     allow_origins: tuple[str, ...] = ()  # besides the server's own origin; "*" allows any
     drain_s: float = 20.0  # SIGTERM: how long in-flight sessions get to finish
@@ -71,6 +73,8 @@ def _check_config(c: ServerConfig) -> None:
         raise UserError(f"--max-session-seconds must be positive, got {c.max_session_s}")
     if c.max_frame_bytes < 1024:
         raise UserError(f"--max-frame-bytes must be at least 1024, got {c.max_frame_bytes}")
+    if c.max_upload_bytes < 1000:
+        raise UserError(f"--max-upload-mb must be at least 0.001, got {c.max_upload_bytes / 1e6:g}")
     if c.drain_s < 0 or c.max_backlog_s <= 0:
         raise UserError("--drain-seconds must not be negative and --max-backlog-s must be positive")
     if not 0 <= c.port <= 65535:
@@ -98,10 +102,12 @@ class CaptionServer:
         # the native libraries' allocations in one place (threads coming and going grew RSS)
         self.opener = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-opener")
         self._ids = 0
+        self.transcriptions = TranscriptionEndpoint(self, config.max_upload_bytes)
         self.app = web.Application()
         self.app.add_routes([web.get("/", self.page), web.get("/healthz", self.healthz),
                              web.get("/readyz", self.readyz), web.get("/metrics", self.metrics_page),
-                             web.get(p.PATH, self.stream), web.get("/static/{name}", self.static)])
+                             web.get(p.PATH, self.stream), web.get("/static/{name}", self.static),
+                             web.post(TRANSCRIPTIONS_PATH, self.transcriptions.handle)])
 
     # -- lifecycle ----------------------------------------------------------------------
     async def load(self) -> None:

@@ -104,6 +104,24 @@ def test_bypasses_clean_speech(dfn):
         assert counters["bypassed_share"] >= 0.95, (path.name, counters)
 
 
+def test_clean_speech_gives_the_same_text_as_no_denoiser():
+    """A bypass is exact: on clean speech the default chain (gated DeepFilterNet3) writes the
+    same words as `--denoiser none`, each file its own stream, whole files at fast pace."""
+    from asr_stream.pipeline import Settings, run
+
+    def text(path, denoiser):
+        _, finals = run(Settings(audio_path=str(path), denoiser=denoiser, pace="fast"), handle_signals=False)
+        return " ".join(h.text.strip() for h in finals)
+
+    differ = []
+    for path in _clean_clips():
+        plain, gated = text(path, "none"), text(path, "deepfilternet")
+        assert plain, path.name
+        if gated != plain:
+            differ.append((path.name, plain, gated))
+    assert differ == []
+
+
 def _continuous_speech() -> np.ndarray:
     """The shipped clips back to back (about 15 s of continuous real speech)."""
     return np.concatenate([load_16k(demo_clip()[0])] + [load_16k(p) for p, _ in audioeval_clips()])
