@@ -303,6 +303,9 @@ def build_serve_parser() -> argparse.ArgumentParser:
                      help="sessions at once; past it handshakes get HTTP 503 (default 8)")
     net.add_argument("--max-session-seconds", type=float, help="wall-clock limit per session (default none)")
     net.add_argument("--max-frame-bytes", type=int, default=1 << 20, help="largest audio frame (default 1 MiB)")
+    net.add_argument("--wyoming", metavar="tcp://HOST:PORT",
+                     help="also serve the Wyoming speech-to-text protocol there (Home Assistant), "
+                          "e.g. tcp://127.0.0.1:10300")
     net.add_argument("--max-upload-mb", type=float, default=25.0,
                      help="largest file for POST /v1/audio/transcriptions, in MB (default 25, as OpenAI's)")
     net.add_argument("--token", help="require this token (Authorization: Bearer or ?token=); default "
@@ -339,7 +342,7 @@ def run_serve(argv: list[str]) -> int:
         raise UserError(f"--stream-threads must be at least 1, got {args.stream_threads}")
     config = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
                           max_session_s=args.max_session_seconds, max_frame_bytes=args.max_frame_bytes,
-                          max_upload_bytes=int(args.max_upload_mb * 1_000_000),
+                          max_upload_bytes=int(args.max_upload_mb * 1_000_000), wyoming=args.wyoming,
                           token=args.token if args.token is not None else os.environ.get("ASR_STREAM_TOKEN") or None,
                           allow_origins=tuple(o.rstrip("/") for o in args.allow_origin), drain_s=args.drain_seconds,
                           workers=args.workers, stream_threads=args.stream_threads,

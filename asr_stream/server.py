@@ -56,6 +56,7 @@ class ServerConfig:
     max_session_s: float | None = None  # wall-clock limit per session
     max_frame_bytes: int = 1 << 20
     max_upload_bytes: int = 25_000_000  # POST /v1/audio/transcriptions
+    wyoming: str | None = None  # tcp://HOST:PORT: also serve the Wyoming STT protocol there
     token: str | None = None
     allow_origins: tuple[str, ...] = ()  # besides the server's own origin; "*" allows any
     drain_s: float = 20.0  # SIGTERM: how long in-flight sessions get to finish
@@ -79,6 +80,10 @@ def _check_config(c: ServerConfig) -> None:
         raise UserError("--drain-seconds must not be negative and --max-backlog-s must be positive")
     if not 0 <= c.port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {c.port}")
+    if c.wyoming is not None:
+        from asr_stream.wyoming_server import parse_uri
+
+        parse_uri(c.wyoming)
     if c.token is not None and not c.token:
         raise UserError("--token must not be empty")
 
@@ -594,6 +599,18 @@ async def serve_until_stopped(settings, config: ServerConfig) -> int:
     port = site._server.sockets[0].getsockname()[1]
     log.info(f"listening on http://{config.host}:{port}", extra={"event": "listening", "host": config.host,
                                                                  "port": port, "instance": config.instance})
+    wyoming = None
+    if config.wyoming:
+        from asr_stream.wyoming_server import WyomingListener
+
+        wyoming = WyomingListener(server, config.wyoming)
+        try:
+            wyoming_port = await wyoming.start()
+        except UserError:
+            await runner.cleanup()
+            raise
+        log.info(f"wyoming on tcp://{wyoming.host}:{wyoming_port}",
+                 extra={"event": "listening", "protocol": "wyoming", "host": wyoming.host, "port": wyoming_port})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -605,6 +622,8 @@ async def serve_until_stopped(settings, config: ServerConfig) -> int:
     if loading.done() and loading.exception() is not None:
         server.load_error = loading.exception()
         stopper.cancel()
+        if wyoming is not None:
+            await wyoming.close()
         await runner.cleanup()
         exc = server.load_error
         raise exc if isinstance(exc, UserError) else UserError(f"cannot load the engines: {exc}")
@@ -616,6 +635,8 @@ async def serve_until_stopped(settings, config: ServerConfig) -> int:
     sd_notify("STOPPING=1")
     t0 = time.monotonic()
     await server.drain()
+    if wyoming is not None:
+        await wyoming.close()
     await site.stop()
     await runner.cleanup()
     server.close()

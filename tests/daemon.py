@@ -40,6 +40,7 @@ class Daemon:
         self.wait_ready = wait_ready
         self.lines: list[str] = []
         self.port: int | None = None
+        self.wyoming_port: int | None = None
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "Daemon":
@@ -69,6 +70,9 @@ class Daemon:
             m = re.search(r"listening on http://[^:\s]+:(\d+)", line)
             if m and self.port is None:
                 self.port = int(m.group(1))
+            m = re.search(r"wyoming on tcp://[^:\s]+:(\d+)", line)
+            if m:
+                self.wyoming_port = int(m.group(1))
 
     @property
     def log(self) -> str:
