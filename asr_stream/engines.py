@@ -46,7 +46,7 @@ def stage_options(s) -> dict:
                 denoise_exact=s.denoise_exact, denoise_int8=s.denoise_int8,
                 lookahead_ms=s.lookahead_ms, streaming=s.streaming, runtime=s.runtime, chunk_s=s.chunk_s,
                 left_s=s.left_s, right_s=s.right_s, live=live, batch=s.batch,
-                concurrency=model_calls_at_once(s.threads), **s.extra)
+                concurrency=model_calls_at_once(s.threads), whisper=s.whisper)
 
 
 def model_calls_at_once(threads: int) -> int:

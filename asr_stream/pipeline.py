@@ -45,7 +45,7 @@ class Settings:
     device: str = "cpu"
     threads: int = 1
     batch: bool = True  # batch concurrent streams' model calls (many streams over one set of engines)
-    extra: dict = field(default_factory=dict)  # stage options from a preset, passed through
+    whisper: dict = field(default_factory=dict)  # the Whisper policy's settings (recognizers/whisper_tuning.py)
 
 
 def make_source(s: Settings):

@@ -295,3 +295,20 @@ def test_speech_in_real_noise_at_5db(tmp_path, denoiser, whisper_model_path):
 
 def test_empty_stdin():
     _one_line_error(run_cli("--audio_path", "-", "--denoiser", "none", stdin=b"a"), "no audio on stdin")
+
+
+def test_a_presets_whisper_section_tunes_the_policy_and_rejects_typos(tmp_path):
+    """Decoding partials every 1.2 s instead of 0.4 s: far fewer decodes, the same words."""
+    wav, ref = demo_clip()
+    counts = {}
+    for interval in (0.4, 1.2):
+        preset = tmp_path / f"every{interval}.yaml"
+        preset.write_text(f"denoiser: none\nwhisper:\n  partial_interval_s: {interval}\n")
+        stats = tmp_path / f"s{interval}.json"
+        out = _ok(run_cli("--config", str(preset), "--audio_path", str(wav), "--stats-json", str(stats)))
+        assert wer([ref], [out]) < 0.15, out
+        counts[interval] = json.loads(stats.read_text())["recognizer_counters"]["decodes"]
+    assert counts[1.2] < 0.6 * counts[0.4], counts
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("whisper:\n  partial_intervall_s: 0.3\n")
+    _one_line_error(run_cli("--config", str(typo), "--audio_path", str(wav)), "partial_intervall_s")

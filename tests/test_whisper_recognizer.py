@@ -153,11 +153,3 @@ def test_a_stream_that_falls_behind_decodes_less_often_and_loses_nothing():
     assert live.skipped_partials >= len(audio) / 16000 / 0.4 * 0.5  # most partials were skipped
     assert most <= 3
     assert wer([" ".join(t for _, t in clips)], [final_text(hyps)]) < 0.12
-
-
-def test_a_number_is_growing_while_it_ends_the_decode_or_digits_follow():
-    from asr_stream.recognizers.whisper import growing_number
-    from asr_stream.recognizers.whisper_decoder import AlignedWord
-
-    words = [AlignedWord(t, i, i + 0.5, 0.9, False) for i, t in enumerate(["Enter", "7", "1.", "dollars", "$15", "3"])]
-    assert [growing_number(words, i) for i in range(len(words))] == [False, True, False, False, True, True]

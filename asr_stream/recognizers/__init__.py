@@ -10,20 +10,19 @@ from asr_stream.errors import UserError
 from asr_stream.plugins import load_factory
 from asr_stream.stages import FactoryEngine, Recognizer, RecognizerEngine
 
-WHISPER_TUNING = ("partial_interval_s", "commit_horizon_s", "keep_committed_s", "max_utterance_s")
-
 
 def load_recognizer_engine(spec: str, **options) -> RecognizerEngine:
     """Load the recogniser `spec` names. `options` are the chain's settings (model, device,
     threads, batch, ...); each recogniser takes the ones it understands."""
     if spec in ("whisper", "whisper-tiny.en", "", None):
         from asr_stream.recognizers.whisper import WhisperEngine, load_decoder
+        from asr_stream.recognizers.whisper_tuning import WhisperTuning
 
-        tuning = {k: options[k] for k in WHISPER_TUNING if options.get(k) is not None}
+        tuning = WhisperTuning.from_mapping(options.get("whisper"))
         decoder = load_decoder(options.get("model"), device=options.get("device", "cpu"),
                                threads=options.get("threads", 1), language=options.get("language", "en"),
                                batch=options.get("batch", True), concurrency=options.get("concurrency", 1))
-        return WhisperEngine(decoder, backlog_s=0.5 if options.get("live", True) else None, **tuning)
+        return WhisperEngine(decoder, backlog_s=0.5 if options.get("live", True) else None, tuning=tuning)
     if spec == "nemo":
         from asr_stream.recognizers.nemo_ctc import load_nemo_engine
 

@@ -4,11 +4,9 @@ Whisper is not a streaming model; this loop makes it one without dropping words:
 - Silero VAD finds utterances; audio outside them is never decoded.
 - While speech goes on, the buffer is decoded every `partial_interval_s` of audio (at fixed
   audio positions, so `--pace realtime` and `--pace fast` give the same text while the chain
-  keeps up). Words two consecutive decodes agree on are committed (LocalAgreement-2), except
-  where the earlier decode had the word at its buffer's very end (it may have been cut short: a
-  number's first digits) and where a number ends the decode or another number follows it (the
-  speaker is still saying digits: "7", "7 1", then "7154"); a word still unsettled `commit_horizon_s` before the buffer's end is
-  committed as the latest decode has it, so commit latency stays bounded however long nobody pauses.
+  keeps up). Which words are settled enough to commit is `local_agreement`'s rule
+  (LocalAgreement-2 with guards for cut-off words and growing numbers, and a horizon that
+  bounds commit latency). The settings are `whisper_tuning.WhisperTuning`'s.
 - Committed words are never rewritten. The buffer is cut after them, keeping the last
   `keep_committed_s` of committed audio as context (cut clear of the next word's onset); the
   committed words before the buffer are the decoder's prompt (a decode the prompt derails, by
@@ -33,7 +31,6 @@ Whisper is not a streaming model; this loop makes it one without dropping words:
 
 from __future__ import annotations
 
-import re
 import time
 from collections import deque
 
@@ -42,25 +39,16 @@ import numpy as np
 from asr_stream import SAMPLE_RATE
 from asr_stream.errors import UserError
 from asr_stream.recognizers import whisper_models
+from asr_stream.recognizers.local_agreement import Decode, agree, settled_words
 from asr_stream.recognizers.whisper_decoder import SENTENCE_END, AlignedWord, WhisperDecoder
 from asr_stream.recognizers.whisper_grounding import COLLAPSED_S, collapsed, key, supported_words
+from asr_stream.recognizers.whisper_tuning import WhisperTuning
 from asr_stream.stages import Hypothesis, Word
 from asr_stream.vad import CHUNK, SpeechDetector
 
 PROMPT_WORDS = 48  # committed words before the buffer that condition the decoder
 SAME_WORD_JITTER_S = 0.05  # how far two alignments of one word's edges may differ
 LOW_LOGPROB = -1.0  # a decode's mean token log-probability below this is suspect (faster-whisper's test)
-_NUMBER = re.compile(r"[$£€]?\d[\d,.:%-]*")
-
-
-def growing_number(words: list[AlignedWord], i: int) -> bool:
-    """Is words[i] a number that may still grow: Whisper writes digits as they are said ("7",
-    then "7 1", then "7154"), so a number is not settled while it ends a decode or another
-    number follows it."""
-    if not _NUMBER.fullmatch(words[i].text.strip()):
-        return False
-    return i + 1 == len(words) or bool(_NUMBER.fullmatch(words[i + 1].text.strip()))
-
 
 def bundled_model_path() -> str:
     """The default Whisper (tiny.en), for tools that want the model outside the stream."""
@@ -91,14 +79,15 @@ class WhisperEngine:
     paced_streams = True  # a live stream sheds partials when behind; a file's never does
     LIVE_BACKLOG_S = 0.5
 
-    def __init__(self, decoder: WhisperDecoder, backlog_s: float | None = LIVE_BACKLOG_S, **tuning):
+    def __init__(self, decoder: WhisperDecoder, backlog_s: float | None = LIVE_BACKLOG_S,
+                 tuning: WhisperTuning | None = None):
         self.decoder = decoder
         self.backlog_s = backlog_s
-        self.tuning = tuning
+        self.tuning = tuning or WhisperTuning()
 
     def create_stream(self, live: bool | None = None) -> "WhisperStreamingRecognizer":
         backlog = self.backlog_s if live is None else (self.LIVE_BACKLOG_S if live else None)
-        return WhisperStreamingRecognizer(decoder=self.decoder, backlog_s=backlog, **self.tuning)
+        return WhisperStreamingRecognizer(decoder=self.decoder, backlog_s=backlog, tuning=self.tuning)
 
 
 class WhisperStreamingRecognizer:
@@ -106,34 +95,28 @@ class WhisperStreamingRecognizer:
 
     def __init__(self, model: str | None = None, device: str = "cpu", threads: int = 1,
                  language: str | None = "en", decoder: WhisperDecoder | None = None,
-                 partial_interval_s: float = 0.4, commit_horizon_s: float = 2.0, keep_committed_s: float = 1.0,
-                 max_buffer_s: float = 10.0, max_utterance_s: float = 15.0, min_silence_s: float = 0.5,
-                 preroll_s: float = 0.5, backlog_s: float | None = 0.5, final_pad_s: float = 4.0,
-                 cut_margin_s: float = 0.15):
+                 backlog_s: float | None = 0.5, tuning: WhisperTuning | None = None):
         self.decoder = decoder or load_decoder(model, device=device, threads=threads, language=language)
         self.model_path = self.decoder.model_path
-        self.partial_interval = int(partial_interval_s * SAMPLE_RATE)
-        self.commit_horizon = commit_horizon_s
-        self.keep_committed = keep_committed_s
-        self.max_buffer = int(max_buffer_s * SAMPLE_RATE)
-        self.max_utterance = max_utterance_s
-        self.preroll = int(preroll_s * SAMPLE_RATE)
+        t = self.tuning = tuning or WhisperTuning()
+        self.partial_interval = int(t.partial_interval_s * SAMPLE_RATE)
+        self.keep_committed = t.keep_committed_s
+        self.max_buffer = int(t.max_buffer_s * SAMPLE_RATE)
+        self.max_utterance = t.max_utterance_s
+        self.preroll = int(t.preroll_s * SAMPLE_RATE)
         # live input: partials due more than `backlog_s` before the newest audio are skipped;
         # None (files at --pace fast) decodes every partial, so the text never depends on timing
         self.backlog = int(backlog_s * SAMPLE_RATE) if backlog_s is not None else None
-        self.last_word_margin = 0.3  # s: a word ending this close to the buffer's end is not committed yet
-        self.edge_margin = 0.2  # s: ... nor agreed with, in the decode before
-        self.min_agree_buffer_s = 1.0  # a decode of less audio than this is not agreed with
         self.end_margin = int(0.25 * SAMPLE_RATE)  # audio kept after the VAD's end of speech for the final
-        self.detector = SpeechDetector(min_silence_s=min_silence_s)
+        self.detector = SpeechDetector(min_silence_s=t.min_silence_s)
         self.decodes = 0
         self.decode_seconds = 0.0
         self.skipped_partials = 0
         self.horizon_commits = 0  # words committed by the horizon rule rather than by agreement
         self.ungrounded_words = 0  # decoded words cut as unsupported by the audio
         self.unrecognized_seconds = 0.0  # speech cut from a full buffer before any word was found in it
-        self.final_pad = final_pad_s
-        self.cut_margin = cut_margin_s
+        self.final_pad = t.final_pad_s
+        self.cut_margin = t.cut_margin_s
         self.context_words = 0  # decoded words that re-transcribed committed audio (expected, not errors)
         self.overlap_rejected = 0  # words after new ones that lay on committed audio: the invariant's rejects
         self.prompt_retries = 0  # decodes done again without the prompt, the first one having derailed
@@ -235,36 +218,11 @@ class WhisperStreamingRecognizer:
     # -- decoding ---------------------------------------------------------------------
     def _partial(self) -> list[Hypothesis]:
         tail = self._transcribe()
-        agreed = 0
-        # two decodes of an utterance's first fraction of a second often agree on a word the
-        # next second of audio changes ("a quick" -> "The quick"): too short to agree with
-        earlier = self._tail if self._tail_buf_s >= self.min_agree_buffer_s else []
-        for i, (a, b) in enumerate(zip(earlier, tail)):
-            if key(a.text) != key(b.text) or a.end > self._tail_buf_end - self.edge_margin:
-                break  # a word at the end of the last decode's buffer may have been cut short ("9" of "9169")
-            if growing_number(tail, i):
-                break  # "7" of "7154", the speaker still saying digits
-            agreed += 1
-        if agreed and agreed == len(tail) and tail[-1].end > self._buf_end_s - self.last_word_margin:
-            agreed -= 1  # the buffer's last word may still be cut off mid-word: wait for what follows
-        horizon = self._buf_end_s - self.commit_horizon
-        while agreed < len(tail) and tail[agreed].end <= horizon:
-            agreed += 1  # unsettled for too long: the latest decode, with the most audio, decides
-            self.horizon_commits += 1
-        committed = []
-        for i, new in enumerate(tail[:agreed]):
-            text = new.text
-            old = self._tail[i].text if i < len(self._tail) else None
-            # Whisper closes every partial with a full stop, and two decodes often punctuate a word
-            # differently: a committed word cannot change later, so it is committed without the mark
-            if old != text or i == len(tail) - 1:
-                text = text.rstrip(".?!,;:。") or text
-            span = new
-            if i < len(self._tail) and collapsed(new) and not collapsed(self._tail[i]):
-                span = self._tail[i]  # a collapsed alignment has no audio (a loop starts there): keep the earlier one
-            committed.append(AlignedWord(text, span.start, span.end, new.probability, new.glued))
-        self._commit(committed)
-        self._tail = tail[agreed:]
+        settled = agree(Decode(self._tail, self._tail_buf_end, self._tail_buf_s),
+                        Decode(tail, self._buf_end_s, len(self._buf) / SAMPLE_RATE), self.tuning.agreement)
+        self.horizon_commits += settled.by_horizon
+        self._commit(settled_words(self._tail, tail, settled.count))
+        self._tail = tail[settled.count:]
         self._tail_buf_end = self._buf_end_s
         self._tail_buf_s = len(self._buf) / SAMPLE_RATE
         out = self._split_long_utterance()
