@@ -180,6 +180,11 @@ class CaptionServer:
         state = self._state()
         body = {"status": state, "sessions": len(self.connections), "max_sessions": self.config.max_sessions,
                 "instance": self.config.instance}
+        if self.chain is not None:  # what the daemon runs (the caption page shows it)
+            model = self.settings.model or {"whisper": "tiny.en", "nemo": "an4_fastconformer_ctc"}.get(self.settings.asr, "")
+            body["chain"] = {**self.chain, "model": os.path.basename(str(model).rstrip("/")),
+                             "language": self.settings.language,
+                             "gate": bool(self.settings.gate and self.chain["denoiser"] != "none")}
         if hasattr(self.scheduler, "describe"):
             body["workers"] = self.scheduler.describe()
         return web.json_response(body, status=200 if state == "ready" else 503)

@@ -283,7 +283,9 @@ class TranscriptionEndpoint:
                 upload.finals.append(hyp)
                 if stream is not None:
                     delta = ("" if len(upload.finals) == 1 else " ") + hyp.text.strip()
-                    await stream.write(sse({"type": "transcript.text.delta", "delta": delta}))
+                    # start and end (seconds in the file) are ours, beyond OpenAI's fields: captions need them
+                    await stream.write(sse({"type": "transcript.text.delta", "delta": delta,
+                                            "start": round(hyp.start, 3), "end": round(hyp.end, 3)}))
         finally:
             feeder.cancel()
         if session.error is not None:

@@ -86,6 +86,12 @@ class Browser:
                 return value
             await asyncio.sleep(0.25)
 
+    async def set_file(self, selector: str, path: Path) -> None:
+        """Choose `path` in the page's file input `selector`, as a person picking it would."""
+        root = await self.call("DOM.getDocument")
+        node = await self.call("DOM.querySelector", nodeId=root["root"]["nodeId"], selector=selector)
+        await self.call("DOM.setFileInputFiles", files=[str(path)], nodeId=node["nodeId"])
+
     async def screenshot(self, path: Path) -> None:
         import base64
 
