@@ -1,6 +1,7 @@
 # make install  - .venv with torch (CPU), the package and its test extras, and the Debian packages
 # make demo     - install, then caption the bundled speech sample live
-# make test     - the test suite
+# make test     - the test suite (both tiers)
+# make test-fast - the model-free tier (-m 'not slow'), in under two minutes
 # make bench    - measure and rewrite BENCHMARKS.md (engine, continuous speech, Demucs, NeMo, evaluation matrix,
 #                denoiser gate, streams per box, the daemon with a 30-min soak, streamed vs offline
 #                file by file with WhisperLive as the peer; about 230 min)
@@ -15,7 +16,7 @@ APT_PACKAGES := libportaudio2 portaudio19-dev libsndfile1 pulseaudio pulseaudio-
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP  := $(VENV)/.installed
 
-.PHONY: install apt demo test bench peers clean train-an4 calibrate-gate
+.PHONY: install apt demo test test-fast bench peers clean train-an4 calibrate-gate
 
 install: $(STAMP)
 
@@ -44,6 +45,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 PEERS := .venv-peers
 # WhisperLive's own requirements pull torchaudio, openvino and CUDA libraries its faster_whisper

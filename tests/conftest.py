@@ -19,6 +19,20 @@ SAMPLE_WAV = REPO / "asr_stream" / "data" / "samples" / "LJ001-0001.wav"
 
 needs_shared = pytest.mark.skipif(not SHARED_SPEECH.is_dir(), reason="../shared (speech and noise data) is absent")
 
+# The model-free tier (`make test-fast`): modules whose tests load no recogniser or denoiser model,
+# start no daemon, browser or CLI run. Every other test is marked `slow` here (real models over
+# real audio, whole installs, long sessions); `make test` runs both tiers.
+MODEL_FREE = {"test_batching", "test_ctc_decoding", "test_demucs_checkpoint", "test_deploy", "test_eval_latency",
+              "test_eval_metrics", "test_eval_mixing", "test_framer", "test_local_agreement", "test_writers",
+              "test_resampler", "test_resources", "test_ring_buffer", "test_sources", "test_stats",
+              "test_whisper_grounding", "test_whisper_models"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__ not in MODEL_FREE:
+            item.add_marker(pytest.mark.slow)
+
 
 def audioeval_clips() -> list[tuple[Path, str]]:
     """English speech clips with transcripts shipped inside the pytest-audioeval package.

@@ -74,3 +74,13 @@ def test_tuning_from_a_preset_section_rejects_what_it_does_not_know():
         with pytest.raises(UserError) as excinfo:
             WhisperTuning.from_mapping(bad)
         assert needle in str(excinfo.value) and "\n" not in str(excinfo.value)
+
+
+def test_a_word_that_swallowed_the_next_ones_audio_keeps_its_earlier_span():
+    """The newest decode aligned "the" over "the lazy" (lazy collapsed onto its end): committing
+    that span would make "lazy" look like committed audio when it is decoded again."""
+    before = words(("over", 1.78, 2.02), ("the", 2.02, 2.2), ("lazy", 2.2, 2.38))
+    now = words(("over", 1.81, 2.01), ("the", 2.01, 2.43), ("lazy", 2.43, 2.43), ("dog.", 2.43, 2.83))
+    out = settled_words(before, now, 2)
+    assert (out[1].text, out[1].start, out[1].end) == ("the", 2.02, 2.2)
+    assert (out[0].start, out[0].end) == (1.81, 2.01)  # nothing swallowed: the newest span stands

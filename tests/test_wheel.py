@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, SHARED, normalize, wer
 from daemon import Daemon
 
-pytestmark = pytest.mark.slow
+
 
 
 def _run(cmd: list, cwd: Path, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:

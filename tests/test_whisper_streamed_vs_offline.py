@@ -20,7 +20,9 @@ def rec():
 def doubled_runs(text: str) -> int:
     """Runs of one to four words said twice back to back ("X. X."). Spelled-out letters are not
     words: "S -P -E -E -R" spells "speer" (AN4 spells names), its "E E" is no doubling."""
-    w = normalize(text).split()
+    # the words as written, lower case without punctuation: the English normaliser would expand a
+    # contraction into a false doubling ("they're are" -> "they are are")
+    w = [key(x) for x in text.split() if key(x)]
     letter = [len(x) == 1 and x.isalpha() for x in w]
 
     def spelled(a: int, b: int) -> bool:  # w[a:b] lie inside a run of three or more letters

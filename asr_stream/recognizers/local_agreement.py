@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 
 from asr_stream.recognizers.whisper_decoder import AlignedWord
-from asr_stream.recognizers.whisper_grounding import collapsed, key
+from asr_stream.recognizers.whisper_grounding import COLLAPSED_S, collapsed, key
 
 _NUMBER = re.compile(r"[$£€]?\d[\d,.:%-]*")
 _CLOSING_MARKS = ".?!,;:。"
@@ -82,13 +82,21 @@ def settled_words(previous: list[AlignedWord], latest: list[AlignedWord], count:
     """`latest[:count]` as they are committed. Whisper closes every partial with a full stop and
     two decodes often punctuate a word differently; a committed word cannot change later, so a
     word whose two decodes differ (or the decode's last word) loses its closing mark. A word whose
-    newest alignment collapsed to an instant (a loop starts there) keeps the earlier decode's span."""
+    newest alignment collapsed to an instant (a loop starts there) keeps the earlier decode's span,
+    and so does one that swallowed the next word's audio (that word collapsed onto its end: "the"
+    over "the lazy"), so the swallowed word is not taken later for audio already committed."""
     out = []
     for i, new in enumerate(latest[:count]):
         text = new.text
         old = previous[i] if i < len(previous) else None
         if old is None or old.text != text or i == len(latest) - 1:
             text = text.rstrip(_CLOSING_MARKS) or text
-        span = old if old is not None and collapsed(new) and not collapsed(old) else new
+        span = new
+        if old is not None and not collapsed(old):
+            squeezed = (i + 1 < len(latest) and collapsed(latest[i + 1])
+                        and abs(latest[i + 1].start - new.end) < COLLAPSED_S and key(old.text) == key(new.text)
+                        and old.end < new.end)
+            if collapsed(new) or squeezed:
+                span = old
         out.append(AlignedWord(text, span.start, span.end, new.probability, new.glued))
     return out

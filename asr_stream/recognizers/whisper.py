@@ -104,6 +104,7 @@ class WhisperStreamingRecognizer:
         self.max_buffer = int(t.max_buffer_s * SAMPLE_RATE)
         self.max_utterance = t.max_utterance_s
         self.preroll = int(t.preroll_s * SAMPLE_RATE)
+        self.lead_pad = int(t.lead_pad_s * SAMPLE_RATE)
         # live input: partials due more than `backlog_s` before the newest audio are skipped;
         # None (files at --pace fast) decodes every partial, so the text never depends on timing
         self.backlog = int(backlog_s * SAMPLE_RATE) if backlog_s is not None else None
@@ -321,15 +322,21 @@ class WhisperStreamingRecognizer:
         t0 = time.perf_counter()
         anchor = self._anchor
         prompt = list(self._prompt)
-        dec = self.decoder.decode(self._buf, self._buf_start / SAMPLE_RATE, prompt, [], pad_s=pad_s)
+        audio, offset = self._buf, self._buf_start / SAMPLE_RATE
+        if self._buf_start == 0 and self.lead_pad:
+            # speech from the stream's first sample: Whisper drops a window's first word when it
+            # starts right at the window's edge ("For although" -> "Although"), so silence goes first
+            audio, offset = np.concatenate([np.zeros(self.lead_pad, np.float32), audio]), offset - self.lead_pad / SAMPLE_RATE
+        dec = self.decoder.decode(audio, offset, prompt, [], pad_s=pad_s)
         if prompt and dec.avg_logprob < LOW_LOGPROB:
             # an odd committed text can derail the decoder for seconds of speech ("The only is for"
             # -> "the", again and again): then the buffer is decoded once more without it
             self.prompt_retries += 1
-            retry = self.decoder.decode(self._buf, self._buf_start / SAMPLE_RATE, [], [], pad_s=pad_s)
+            retry = self.decoder.decode(audio, offset, [], [], pad_s=pad_s)
             if retry.avg_logprob > dec.avg_logprob:
                 dec = retry
-        words = dec.words
+        words = [w if w.start >= 0 else AlignedWord(w.text, 0.0, max(0.0, w.end), w.probability, w.glued)
+                 for w in dec.words]
         if not anchor and dec.avg_logprob < LOW_LOGPROB and (dec.no_speech_prob > 0.6 or dec.compression_ratio > 2.4):
             words = []  # Whisper itself says this is not speech, or a loop (faster-whisper's tests)
         # loops are judged over the whole decode, its re-transcription of committed audio included

@@ -26,6 +26,7 @@ class WhisperTuning:
     max_utterance_s: float = 15.0  # an utterance nobody pauses in is closed at a sentence end after this
     min_silence_s: float = 0.5  # the pause that ends an utterance (Silero VAD)
     preroll_s: float = 0.5  # audio before the VAD's speech onset kept for the first decode
+    lead_pad_s: float = 0.5  # silence before the stream's first sample in its decodes (speech may start there)
     final_pad_s: float = 4.0  # silence padded after an utterance's last audio for its final decode
     cut_margin_s: float = 0.15  # the buffer is cut at least this far before the next word's onset
     agreement: AgreementRule = field(default_factory=AgreementRule)
@@ -46,7 +47,7 @@ class WhisperTuning:
             raise UserError(f"unknown whisper setting(s) {', '.join(unknown)} (known: {', '.join(cls.names())})")
         for name, value in values.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
-                    or (value == 0 and name not in ("cut_margin_s", "preroll_s", "edge_margin_s",
+                    or (value == 0 and name not in ("cut_margin_s", "preroll_s", "lead_pad_s", "edge_margin_s",
                                                     "last_word_margin_s", "min_agree_buffer_s")):
                 raise UserError(f"whisper setting {name} must be a positive number of seconds, got {value!r}")
         rule_names = {f.name for f in fields(AgreementRule)}
