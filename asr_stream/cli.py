@@ -1,5 +1,5 @@
 """`asr-stream`: live captions from a file, stdin or a microphone. A thin argparse layer over
-`asr_stream.pipeline`."""
+`asr_stream.chain.pipeline`."""
 
 from __future__ import annotations
 
@@ -97,8 +97,8 @@ def add_chain_args(chain) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from asr_stream.config import load_preset
-    from asr_stream.pipeline import Settings
+    from asr_stream.chain.presets import load_preset
+    from asr_stream.chain.pipeline import Settings
 
     values = load_preset(args.config) if args.config else {}
     for f in fields(Settings):
@@ -111,7 +111,7 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def list_devices() -> int:
-    from asr_stream.microphone import list_input_devices
+    from asr_stream.io.microphone import list_input_devices
 
     devices = list_input_devices()
     if not devices:
@@ -122,10 +122,10 @@ def list_devices() -> int:
 
 
 def run_captions(args: argparse.Namespace) -> int:
-    from asr_stream.captions import Captions
-    from asr_stream.outputs import CaptionWriter
-    from asr_stream.pipeline import run
-    from asr_stream.stats import format_summary, write_json
+    from asr_stream.output.captions import Captions
+    from asr_stream.output.writers import CaptionWriter
+    from asr_stream.chain.pipeline import run
+    from asr_stream.output.stats import format_summary, write_json
 
     settings = settings_from_args(args)
     if settings.mode == "microphone" and settings.audio_path:
@@ -137,7 +137,7 @@ def run_captions(args: argparse.Namespace) -> int:
     writer = CaptionWriter(args.output) if args.output else None
     captions = Captions(timestamps=args.timestamps)
     if args.server:
-        from asr_stream.remote import run_remote
+        from asr_stream.serve.remote import run_remote
 
         token = args.token or os.environ.get("ASR_STREAM_TOKEN") or None
         summary, _ = run_remote(settings, args.server, captions=captions, writer=writer, token=token)
@@ -191,7 +191,7 @@ def build_denoise_parser() -> argparse.ArgumentParser:
 
 
 def run_denoise(argv: list[str]) -> int:
-    from asr_stream.denoise_file import denoise_file, format_summary
+    from asr_stream.denoisers.denoise_file import denoise_file, format_summary
 
     args = build_denoise_parser().parse_args(argv)
     options = dict(dry=args.dry, denoise_hop=args.denoise_hop, denoise_exact=args.denoise_exact,
@@ -251,7 +251,7 @@ def build_loadtest_parser() -> argparse.ArgumentParser:
 def run_loadtest(argv: list[str]) -> int:
     import json
 
-    from asr_stream import loadtest
+    from asr_stream.serve import loadtest
 
     args = build_loadtest_parser().parse_args(argv)
     args.pace, args.mode = "realtime", "file"  # live sessions: partials are skipped when behind
@@ -331,7 +331,7 @@ def build_serve_parser() -> argparse.ArgumentParser:
 
 
 def run_serve(argv: list[str]) -> int:
-    from asr_stream.server import ServerConfig, serve
+    from asr_stream.serve.server import ServerConfig, serve
 
     args = build_serve_parser().parse_args(argv)
     args.pace, args.mode = "realtime", "file"  # engines for live sessions; file sessions ask with ?pace=fast
@@ -352,9 +352,9 @@ def run_serve(argv: list[str]) -> int:
 
 
 def _local_load_runner(args, settings, files, targets):
-    from asr_stream import loadtest
-    from asr_stream.engines import load_engines
-    from asr_stream.threads import usable_cores
+    from asr_stream.serve import loadtest
+    from asr_stream.chain.engines import load_engines
+    from asr_stream.runtime.threads import usable_cores
 
     workers = args.workers or 2 * usable_cores()
     if workers < 1:
@@ -374,7 +374,7 @@ def _local_load_runner(args, settings, files, targets):
 
 
 def _remote_load_runner(args, files, targets):
-    from asr_stream import loadtest
+    from asr_stream.serve import loadtest
 
     chain = [f"--{a.replace('_', '-')}" for a in ("config", "denoiser", "gate", "asr", "model", "language",
                                                   "lookahead_ms", "streaming", "runtime", "device", "threads",

@@ -109,8 +109,8 @@ def soak(server: str, files: list[str], sessions: int, minutes: float) -> dict:
     """`sessions` clients, each running real-time sessions of SOAK_SESSION_S back to back."""
     import aiohttp
 
-    from asr_stream.loadtest import daemon_usage, remote_session, speech_tracks
-    from asr_stream.stats import RollingLatency
+    from asr_stream.serve.loadtest import daemon_usage, remote_session, speech_tracks
+    from asr_stream.output.stats import RollingLatency
 
     tracks = speech_tracks(files, max(sessions * 4, 8), SOAK_SESSION_S)
     end_at = time.monotonic() + minutes * 60

@@ -44,7 +44,7 @@ TARGETS = {"ratio": 1.1, "ins_over_offline": 0.005, "label_free": 0.03, "rtf": 0
 def datasets(limit: int, offline: OfflineWhisper) -> list[tuple[str, list[tuple[str, np.ndarray, str | None]]]]:
     """(name, [(key, 16 kHz audio, transcript or None)]) for every dataset available here."""
     from asr_stream.errors import UserError
-    from asr_stream.evaluation.audio import load_16k
+    from asr_stream.io.audio_files import load_16k
     from asr_stream.evaluation.manifest import SHARED_NOISE, dataset
     from asr_stream.evaluation.mixing import Condition, Mixer, phrases_with_pauses
 
@@ -87,9 +87,9 @@ def counts(refs: list[str], hyps: list[str]) -> dict:
 
 def run_chain(label: str, preset: str, sets, workdir: Path, offline: OfflineWhisper) -> dict:
     """Each file its own stream through the chain; offline Whisper on what the recogniser heard."""
-    from asr_stream.config import load_preset
-    from asr_stream.pipeline import Settings, build_chain, build_stages, run
-    from asr_stream.sources import FileSource
+    from asr_stream.chain.presets import load_preset
+    from asr_stream.chain.pipeline import Settings, build_chain, build_stages, run
+    from asr_stream.io.sources import FileSource
 
     settings = Settings(**{**load_preset(preset), "pace": "fast", "mode": "file", "audio_path": None})
     stages = build_stages(settings)
@@ -284,7 +284,7 @@ def main() -> None:
     if a.report_only and not (a.workdir and (a.workdir / "results.json").exists()):
         p.error("--report-only needs --workdir with the results.json of a finished run")
     t0 = time.time()
-    from asr_stream.evaluation.audio import write_16k
+    from asr_stream.io.audio_files import write_16k
 
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="bench_streamed_"))
     offline = OfflineWhisper()

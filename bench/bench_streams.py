@@ -54,7 +54,7 @@ def chains() -> list[dict]:
 def speech_files(limit: int) -> list[str]:
     if LJSPEECH.is_dir():
         return [str(p) for p in sorted(LJSPEECH.glob("*.wav"))[:limit]]
-    from asr_stream.loadtest import default_files
+    from asr_stream.serve.loadtest import default_files
 
     return [str(p) for p in default_files()]
 

@@ -41,7 +41,7 @@ def cpu_and_cores() -> tuple[str, int | None]:
 
 def load_16k(path: Path):
     """A sound file as 16 kHz mono float32: the product's own loader (julius resampling, as the chain does)."""
-    from asr_stream.evaluation.audio import load_16k as _load
+    from asr_stream.io.audio_files import load_16k as _load
 
     return _load(Path(path))
 

@@ -22,7 +22,7 @@ pytest.importorskip("nemo.collections.asr.models", reason="nemo_toolkit is not i
 
 @pytest.fixture(scope="module")
 def test_split():
-    from asr_stream.evaluation.audio import load_16k
+    from asr_stream.io.audio_files import load_16k
     from asr_stream.evaluation.manifest import dataset
 
     return [(load_16k(u.audio), u.text) for u in dataset("an4")]

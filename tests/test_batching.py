@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from asr_stream.batching import Batcher
+from asr_stream.runtime.batching import Batcher
 
 
 def _slow_sum(calls):

@@ -8,7 +8,7 @@ import select
 import subprocess
 import sys
 
-from asr_stream.captions import Captions
+from asr_stream.output.captions import Captions
 from asr_stream.stages import Hypothesis, Word
 from conftest import REPO, demo_clip, wer
 

@@ -191,8 +191,8 @@ def test_bad_options(args, needle):
 
 def test_every_shipped_preset_is_valid():
     from asr_stream import resources
-    from asr_stream.config import load_preset
-    from asr_stream.pipeline import Settings
+    from asr_stream.chain.presets import load_preset
+    from asr_stream.chain.pipeline import Settings
 
     names = resources.preset_names()
     assert len(names) >= 4
@@ -231,10 +231,10 @@ def test_failing_stage_stops_within_a_second():
     from failing_stages import BrokenDenoiser
 
     from asr_stream.errors import StageError
-    from asr_stream.pipeline import Settings, build_chain, run
+    from asr_stream.chain.pipeline import Settings, build_chain, run
     from asr_stream.recognizers import create_recognizer
-    from asr_stream.scheduler import Chain
-    from asr_stream.sources import FileSource
+    from asr_stream.chain.one_stream import Chain
+    from asr_stream.io.sources import FileSource
 
     wav, _ = demo_clip()
     settings = Settings(audio_path=str(wav), pace="realtime")

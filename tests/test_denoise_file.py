@@ -15,7 +15,7 @@ import torch
 from pesq import pesq
 
 from asr_stream.cli import main
-from asr_stream.denoise_file import denoise_file
+from asr_stream.denoisers.denoise_file import denoise_file
 from conftest import REPO, SHARED, SHARED_NOISE, SHARED_SPEECH, audioeval_clips, demo_clip, load_16k, mix_at_snr, \
     needs_shared, run_cli
 

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from asr_stream import engines as engines_mod
+from asr_stream.chain import engines as engines_mod
 from asr_stream.denoisers import load_denoiser_engine
 from asr_stream.denoisers.demucs import Demucs
 from asr_stream.errors import UserError
-from asr_stream.pipeline import Settings, build_stages
-from asr_stream.threads import configure_threads
+from asr_stream.chain.pipeline import Settings, build_stages
+from asr_stream.runtime.threads import configure_threads
 
 
 def test_the_same_settings_reuse_the_loaded_engines():

@@ -49,9 +49,9 @@ def test_known_delays_are_measured(tmp_path):
     import soundfile as sf
 
     from asr_stream.denoisers.passthrough import Passthrough
-    from asr_stream.pipeline import Settings, run
-    from asr_stream.scheduler import Chain
-    from asr_stream.sources import FileSource
+    from asr_stream.chain.pipeline import Settings, run
+    from asr_stream.chain.one_stream import Chain
+    from asr_stream.io.sources import FileSource
 
     wav = tmp_path / "tone.wav"
     t = np.arange(int(6.5 * 16000)) / 16000
@@ -84,7 +84,7 @@ def test_distribution():
 
 
 def test_reference_words_come_from_an_offline_pass_with_times():
-    from asr_stream.evaluation.audio import load_16k
+    from asr_stream.io.audio_files import load_16k
     from asr_stream.evaluation.latency import reference_words
 
     wav, text = demo_clip()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from asr_stream.evaluation import metrics
-from asr_stream.evaluation.audio import load_16k
+from asr_stream.io.audio_files import load_16k
 from conftest import demo_clip
 
 

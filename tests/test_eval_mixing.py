@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asr_stream.evaluation.audio import load_16k
+from asr_stream.io.audio_files import load_16k
 from asr_stream.evaluation.mixing import Condition, Mixer, active_speech_mask, mix_at_snr, snr_db
 from conftest import audioeval_clips, demo_clip
 

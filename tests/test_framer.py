@@ -1,7 +1,7 @@
 import numpy as np
 
-from asr_stream.framer import Framer
-from asr_stream.ring_buffer import RingBuffer
+from asr_stream.io.framer import Framer
+from asr_stream.io.ring_buffer import RingBuffer
 
 
 def _drain(framer):

@@ -107,7 +107,7 @@ def test_bypasses_clean_speech(dfn):
 def test_clean_speech_gives_the_same_text_as_no_denoiser():
     """A bypass is exact: on clean speech the default chain (gated DeepFilterNet3) writes the
     same words as `--denoiser none`, each file its own stream, whole files at fast pace."""
-    from asr_stream.pipeline import Settings, run
+    from asr_stream.chain.pipeline import Settings, run
 
     def text(path, denoiser):
         _, finals = run(Settings(audio_path=str(path), denoiser=denoiser, pace="fast"), handle_signals=False)

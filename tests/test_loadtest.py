@@ -4,7 +4,7 @@ import json
 
 from conftest import run_cli
 
-from asr_stream.loadtest import LoadResult, find_capacity, speech_tracks
+from asr_stream.serve.loadtest import LoadResult, find_capacity, speech_tracks
 
 
 def _result(n: int, holds: bool) -> LoadResult:

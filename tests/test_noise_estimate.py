@@ -8,7 +8,7 @@ import pytest
 from asr_stream.denoisers import create_denoiser
 from asr_stream.denoisers.gate import calibration_for
 from asr_stream.evaluation.mixing import looped_segment, mix_at_snr, power
-from asr_stream.noise_estimate import NoiseEstimator
+from asr_stream.denoisers.noise_estimate import NoiseEstimator
 from conftest import SHARED_NOISE, SHARED_SPEECH, audioeval_clips, demo_clip, load_16k, needs_shared
 
 
@@ -117,7 +117,7 @@ def test_held_out_real_noise_accuracy(denoiser):
 def test_speech_like_noise_is_told_from_other_noise():
     """Babble of other real talkers reads as speech-like; white noise (and, with ../shared, every
     real noise recording) does not. Measured: babble 0.82-0.97, real noise 0.02-0.10."""
-    from asr_stream.vad import SileroVAD
+    from asr_stream.io.vad import SileroVAD
 
     clips = [load_16k(p) for p, _ in audioeval_clips()] + [load_16k(demo_clip()[0])]
     rng = np.random.default_rng(7)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from asr_stream.resampler import StreamingResampler
+from asr_stream.io.resampler import StreamingResampler
 
 
 @pytest.mark.parametrize("old,new", [(8000, 16000), (22050, 16000), (44100, 16000), (48000, 16000),

@@ -41,7 +41,7 @@ def test_bundled_files_are_inside_the_package():
 
 
 def test_presets_by_name_from_any_folder_and_the_users_own_first(elsewhere):
-    from asr_stream.config import load_preset
+    from asr_stream.chain.presets import load_preset
 
     home, _ = elsewhere
     assert load_preset("no-denoiser")["denoiser"] == "none"

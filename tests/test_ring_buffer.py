@@ -2,7 +2,7 @@ import threading
 
 import numpy as np
 
-from asr_stream.ring_buffer import RingBuffer
+from asr_stream.io.ring_buffer import RingBuffer
 
 
 def test_wraps_around_and_keeps_order():

@@ -7,9 +7,9 @@ import pytest
 import soundfile as sf
 
 from asr_stream.errors import UserError
-from asr_stream.framer import Framer
-from asr_stream.ring_buffer import RingBuffer
-from asr_stream.sources import FileSource, RawStdinSource
+from asr_stream.io.framer import Framer
+from asr_stream.io.ring_buffer import RingBuffer
+from asr_stream.io.sources import FileSource, RawStdinSource
 
 
 def _capture(source) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Latency is measured from when a word's end entered the chain to when it showed / was committed."""
 
 from asr_stream.stages import Hypothesis, Word
-from asr_stream.stats import LatencyTracker
+from asr_stream.output.stats import LatencyTracker
 
 
 def test_latency_follows_words_across_hypotheses():

@@ -18,7 +18,7 @@ def rec():
 
 
 def _clips(names: str, limit: int | None = None):
-    from asr_stream.evaluation.audio import load_16k as load
+    from asr_stream.io.audio_files import load_16k as load
     from asr_stream.evaluation.manifest import dataset
 
     units = [u for name in names.split("+") for u in dataset(name)[:limit]]

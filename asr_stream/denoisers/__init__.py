@@ -53,5 +53,5 @@ def load_denoiser_engine(spec: str, **options) -> DenoiserEngine:
 
 def create_denoiser(spec: str, **options) -> Denoiser:
     """One stream's denoiser over a newly loaded engine (tests and one-off tools; the chain
-    shares engines through `asr_stream.engines`)."""
+    shares engines through `asr_stream.chain.engines`)."""
     return load_denoiser_engine(spec, **options).create_stream()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from asr_stream import SAMPLE_RATE
-from asr_stream.resampler import StreamingResampler
+from asr_stream.io.resampler import StreamingResampler
 
 RATE_48K = 48000
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_stream.noise_estimate import NoiseEstimator
+from asr_stream.denoisers.noise_estimate import NoiseEstimator
 from asr_stream.stages import Denoiser
 
 CALIBRATION = Path(__file__).with_name("gate_calibration.json")  # made by recipes/gate/calibrate.py
@@ -63,7 +63,7 @@ class GatedDenoiser:
                  start_mix: float = 0.0, ramp_s: float = 0.25):
         """`curve` / `babble_curve`: (SNR dB, mix) points for noise and for speech-like noise
         (default: the calibration's for this denoiser)."""
-        from asr_stream.vad import SileroVAD
+        from asr_stream.io.vad import SileroVAD
 
         self.inner = inner
         self.name = inner.name  # the summary says "denoiser_gate" when it is gated

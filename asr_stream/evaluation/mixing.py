@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from asr_stream.errors import UserError
-from asr_stream.evaluation.audio import load_16k
+from asr_stream.io.audio_files import load_16k
 
 SAMPLE_RATE = 16000
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from asr_stream.errors import UserError
 from asr_stream.evaluation import metrics
-from asr_stream.evaluation.audio import load_16k, write_16k
+from asr_stream.io.audio_files import load_16k, write_16k
 from asr_stream.evaluation.latency import RefWord, WordLatency, distribution, reference_words
 from asr_stream.evaluation.manifest import Utterance
 from asr_stream.evaluation.mixing import Condition, Mixer
@@ -34,7 +34,7 @@ class ChainSpec:
     def parse(spec: str) -> ChainSpec:
         """`PRESET` (a preset name or a YAML path), or `LABEL:key=value;key=value` over the
         defaults (e.g. `demucs-light:denoiser=path/to/model.th;dry=0.1`)."""
-        from asr_stream.config import load_preset
+        from asr_stream.chain.presets import load_preset
 
         if ":" in spec and "=" in spec.split(":", 1)[1]:
             label, body = spec.split(":", 1)
@@ -44,7 +44,7 @@ class ChainSpec:
                 values[key.strip()] = _scalar(value.strip())
             from dataclasses import fields
 
-            from asr_stream.pipeline import Settings
+            from asr_stream.chain.pipeline import Settings
 
             unknown = sorted(set(values) - {f.name for f in fields(Settings)})
             if unknown:
@@ -97,8 +97,8 @@ def prepare(plan: EvalPlan) -> tuple[dict[str, np.ndarray], dict[str, list[RefWo
 
 def run_plan(plan: EvalPlan, progress=None) -> bool:
     """Run every cell not yet in clips.jsonl; True when it ran to the end, False on Ctrl-C."""
-    from asr_stream.pipeline import Settings, build_chain, build_stages, run
-    from asr_stream.sources import FileSource
+    from asr_stream.chain.pipeline import Settings, build_chain, build_stages, run
+    from asr_stream.io.sources import FileSource
 
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     speech, refs = prepare(plan)

@@ -39,5 +39,5 @@ def load_recognizer_engine(spec: str, **options) -> RecognizerEngine:
 
 def create_recognizer(spec: str, **options) -> Recognizer:
     """One stream's recogniser over a newly loaded engine (tests and one-off tools; the chain
-    shares engines through `asr_stream.engines`)."""
+    shares engines through `asr_stream.chain.engines`)."""
     return load_recognizer_engine(spec, **options).create_stream()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from asr_stream import SAMPLE_RATE
-from asr_stream.batching import Batcher
+from asr_stream.runtime.batching import Batcher
 from asr_stream.errors import UserError
 from asr_stream.recognizers.ctc_decoding import CtcTranscript, Vocabulary
 from asr_stream.recognizers.nemo_cache_aware import RUNTIMES, STEP_TIMES_KEPT

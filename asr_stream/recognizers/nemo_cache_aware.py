@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from asr_stream import SAMPLE_RATE
-from asr_stream.batching import Batcher, SharedExclusive
+from asr_stream.runtime.batching import Batcher, SharedExclusive
 from asr_stream.errors import UserError
 from asr_stream.recognizers.ctc_decoding import CtcTranscript, Vocabulary
 from asr_stream.recognizers.nemo_features import StreamingFeatures, module_device

@@ -44,7 +44,7 @@ from asr_stream.recognizers.whisper_decoder import SENTENCE_END, AlignedWord, Wh
 from asr_stream.recognizers.whisper_grounding import COLLAPSED_S, collapsed, key, supported_words
 from asr_stream.recognizers.whisper_tuning import WhisperTuning
 from asr_stream.stages import Hypothesis, Word
-from asr_stream.vad import CHUNK, SpeechDetector
+from asr_stream.io.vad import CHUNK, SpeechDetector
 
 PROMPT_WORDS = 48  # committed words before the buffer that condition the decoder
 SAME_WORD_JITTER_S = 0.05  # how far two alignments of one word's edges may differ

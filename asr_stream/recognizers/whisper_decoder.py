@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asr_stream import SAMPLE_RATE
-from asr_stream.batching import Batcher
+from asr_stream.runtime.batching import Batcher
 from asr_stream.errors import UserError
 from asr_stream.stages import Word, join_words
 

@@ -242,7 +242,7 @@ def fold_feature_normalization(model, manifest: Path, n_clips: int = 200) -> tup
     """
     import torch
 
-    from asr_stream.evaluation.audio import load_16k
+    from asr_stream.io.audio_files import load_16k
 
     rows = read_manifest(manifest)[:: max(1, len(read_manifest(manifest)) // n_clips)][:n_clips]
     total, total_sq, count = 0.0, 0.0, 0

@@ -41,7 +41,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from asr_stream.evaluation.audio import load_16k  # noqa: E402
+from asr_stream.io.audio_files import load_16k  # noqa: E402
 from asr_stream.evaluation.mixing import looped_segment, mix_at_snr, power  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -95,7 +95,7 @@ def stream(denoiser, x: np.ndarray) -> np.ndarray:
 
 def raw_reading(x: np.ndarray, e: np.ndarray) -> float | None:
     """The estimator's median raw reading over a stream (fed in 20 ms pieces, as the chain does)."""
-    from asr_stream.noise_estimate import NoiseEstimator
+    from asr_stream.denoisers.noise_estimate import NoiseEstimator
 
     est, values = NoiseEstimator(), []
     for i in range(0, len(x), 320):
@@ -177,7 +177,7 @@ def fit(rows: list[dict], denoisers: list[str]) -> dict:
 def held_out(calibration: dict, denoisers: list[str], limit: int) -> dict:
     """The calibrated estimate against the mixing SNR on the held-out split."""
     from asr_stream.denoisers import create_denoiser
-    from asr_stream.noise_estimate import calibrated
+    from asr_stream.denoisers.noise_estimate import calibrated
 
     stages = {name: create_denoiser(name) for name in denoisers}
     errors = {name: {} for name in denoisers}

@@ -10,7 +10,7 @@ from asr_stream.denoisers import load_denoiser_engine
 from asr_stream.errors import UserError
 from asr_stream.recognizers import load_recognizer_engine
 from asr_stream.stages import Denoiser, DenoiserEngine, Recognizer, RecognizerEngine
-from asr_stream.threads import configure_threads, usable_cores
+from asr_stream.runtime.threads import configure_threads, usable_cores
 
 _cache: dict = {}
 _lock = threading.Lock()

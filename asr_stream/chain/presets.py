@@ -9,7 +9,7 @@ import yaml
 
 from asr_stream import resources
 from asr_stream.errors import UserError
-from asr_stream.pipeline import Settings
+from asr_stream.chain.pipeline import Settings
 
 
 def load_preset(name_or_path: str) -> dict:

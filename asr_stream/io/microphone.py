@@ -12,7 +12,7 @@ import numpy as np
 
 from asr_stream import SAMPLE_RATE
 from asr_stream.errors import UserError
-from asr_stream.ring_buffer import RingBuffer
+from asr_stream.io.ring_buffer import RingBuffer
 
 BACKENDS = ("sounddevice", "pyaudio")
 

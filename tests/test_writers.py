@@ -3,7 +3,7 @@ import json
 import pytest
 
 from asr_stream.errors import UserError
-from asr_stream.outputs import CaptionWriter, _stamp
+from asr_stream.output.writers import CaptionWriter, _stamp
 from asr_stream.stages import Hypothesis, Word
 
 

@@ -33,12 +33,12 @@ from wyoming.info import AsrModel, AsrProgram, Attribution, Describe, Info
 from wyoming.server import AsyncEventHandler
 
 from asr_stream import SAMPLE_RATE, __version__
-from asr_stream import protocol as p
+from asr_stream.serve import protocol as p
 from asr_stream.errors import UserError
-from asr_stream.framer import sanitize
-from asr_stream.resampler import StreamingResampler
+from asr_stream.io.framer import sanitize
+from asr_stream.io.resampler import StreamingResampler
 
-log = logging.getLogger("asr_stream.server")
+log = logging.getLogger("asr_stream.serve.server")
 
 END_WAIT_S = 120.0  # after audio-stop, how long the last finals may take
 

@@ -8,12 +8,12 @@ import pytest
 from conftest import audioeval_clips, demo_clip, load_16k, needs_shared, normalize
 
 from asr_stream.denoisers import load_denoiser_engine
-from asr_stream.engines import Engines, load_engines
-from asr_stream.multistream import MultiStreamScheduler
-from asr_stream.pipeline import Settings
-from asr_stream.scheduler import ChainClock
+from asr_stream.chain.engines import Engines, load_engines
+from asr_stream.chain.many_streams import MultiStreamScheduler
+from asr_stream.chain.pipeline import Settings
+from asr_stream.chain.one_stream import ChainClock
 from asr_stream.stages import Hypothesis, Word
-from asr_stream.stats import LatencyTracker
+from asr_stream.output.stats import LatencyTracker
 
 SR = 16000
 

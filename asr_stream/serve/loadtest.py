@@ -19,8 +19,8 @@ import numpy as np
 
 from asr_stream import SAMPLE_RATE, resources
 from asr_stream.errors import UserError
-from asr_stream.multistream import MultiStreamScheduler
-from asr_stream.stats import RollingLatency
+from asr_stream.chain.many_streams import MultiStreamScheduler, warm_up  # noqa: F401  (the CLI's loadtest uses it)
+from asr_stream.output.stats import RollingLatency
 
 TICK_S = 0.02  # a real-time source delivers 20 ms at a time
 
@@ -59,7 +59,7 @@ class LoadResult:
 def speech_tracks(files: list[str | Path], n: int, seconds: float) -> list[np.ndarray]:
     """N tracks of `seconds` of continuous speech: the files end to end, track i starting at
     file i (so no two neighbours say the same thing at the same time)."""
-    from asr_stream.evaluation.audio import load_16k
+    from asr_stream.io.audio_files import load_16k
 
     clips = [load_16k(Path(f)) for f in files]
     clips = [c for c in clips if len(c)]
@@ -227,18 +227,6 @@ def format_result(r: LoadResult) -> str:
     return line
 
 
-def warm_up(engines, track: np.ndarray, seconds: float = 3.0) -> None:
-    """One short session first, so the first N does not pay for the models' first calls."""
-    scheduler = MultiStreamScheduler(engines, workers=1, max_backlog_s=seconds + 1)
-    try:
-        s = scheduler.open_stream(on_hypothesis=lambda *_: None)
-        s.accept_waveform(track[: int(seconds * SAMPLE_RATE)], block=True)
-        s.finish()
-        s.closed.wait(60)
-    finally:
-        scheduler.close()
-
-
 # -- against a running daemon (`asr-stream loadtest --server URL`) ------------------------
 def scrape(server: str, names: tuple[str, ...]) -> dict[str, float]:
     """Sums of the named samples on the daemon's /metrics."""
@@ -246,7 +234,7 @@ def scrape(server: str, names: tuple[str, ...]) -> dict[str, float]:
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    from asr_stream.remote import http_url
+    from asr_stream.serve.remote import http_url
 
     try:
         with urllib.request.urlopen(http_url(server, "/metrics"), timeout=10) as r:
@@ -278,10 +266,10 @@ async def remote_session(http, server: str, track: np.ndarray, delay: float, tok
 
     import aiohttp
 
-    from asr_stream import protocol as p
-    from asr_stream.remote import connect
-    from asr_stream.scheduler import ChainClock
-    from asr_stream.stats import LatencyTracker
+    from asr_stream.serve import protocol as p
+    from asr_stream.serve.remote import connect
+    from asr_stream.chain.one_stream import ChainClock
+    from asr_stream.output.stats import LatencyTracker
 
     await asyncio.sleep(delay)
     latency, clock = LatencyTracker(), ChainClock(keep_s=None)

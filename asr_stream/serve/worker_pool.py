@@ -28,7 +28,7 @@ import numpy as np
 from asr_stream import SAMPLE_RATE
 from asr_stream.errors import UserError
 
-log = logging.getLogger("asr_stream.server")
+log = logging.getLogger("asr_stream.serve.server")
 
 PROGRESS_S = 0.02  # how often a worker reports its sessions' backlog, drops and stage time
 OPEN_TIMEOUT_S = 120.0  # a stream that takes longer than this to build (DeepFilterNet loads per stream)
@@ -312,8 +312,8 @@ def worker_main(conn, settings, stream_threads: int, max_backlog_s: float, warm_
     """A worker process: load the engines, then open, feed and end sessions as the daemon says."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGTERM are the daemon's to handle
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from asr_stream.engines import load_engines
-    from asr_stream.multistream import MultiStreamScheduler
+    from asr_stream.chain.engines import load_engines
+    from asr_stream.chain.many_streams import MultiStreamScheduler
 
     send_lock = threading.Lock()
 
@@ -327,9 +327,9 @@ def worker_main(conn, settings, stream_threads: int, max_backlog_s: float, warm_
     try:
         engines = load_engines(settings)
         if warm_up:
-            from asr_stream.server import _warm_up
+            from asr_stream.chain.many_streams import warm_up_on_sample
 
-            _warm_up(engines)
+            warm_up_on_sample(engines)
     except Exception as exc:  # a bad model path, a missing package: the daemon says it and exits 2
         send(("load_failed", str(exc) if isinstance(exc, UserError) else f"cannot load the engines: {exc}"))
         return

@@ -30,11 +30,11 @@ from typing import Callable
 import numpy as np
 
 from asr_stream import SAMPLE_RATE
-from asr_stream.engines import Engines
+from asr_stream.chain.engines import Engines
 from asr_stream.errors import StageError, UserError
-from asr_stream.scheduler import BLOCK_SAMPLES, ChainClock
+from asr_stream.chain.one_stream import BLOCK_SAMPLES, ChainClock
 from asr_stream.stages import Hypothesis
-from asr_stream.stats import LatencyTracker
+from asr_stream.output.stats import LatencyTracker
 
 POLL = 0.05
 
@@ -141,7 +141,7 @@ class Session:
 
     def summary(self, live: bool) -> dict:
         """The session's summary, in the CLI's shape (`stats.summarize`), for its client."""
-        from asr_stream.stats import latency_summary
+        from asr_stream.output.stats import latency_summary
 
         audio_s = self.processed_samples / SAMPLE_RATE
         wall = time.monotonic() - self.opened_at
@@ -312,3 +312,24 @@ class MultiStreamScheduler:
         deadline = time.monotonic() + timeout
         for t in self._workers:
             t.join(max(0.0, deadline - time.monotonic()))
+
+
+def warm_up(engines, track: np.ndarray, seconds: float = 3.0) -> None:
+    """One short session first, so the first N does not pay for the models' first calls."""
+    scheduler = MultiStreamScheduler(engines, workers=1, max_backlog_s=seconds + 1)
+    try:
+        s = scheduler.open_stream(on_hypothesis=lambda *_: None)
+        s.accept_waveform(track[: int(seconds * SAMPLE_RATE)], block=True)
+        s.finish()
+        s.closed.wait(60)
+    finally:
+        scheduler.close()
+
+
+def warm_up_on_sample(engines, seconds: float = 2.0) -> None:
+    """The warm-up on the clip bundled with the package (a daemon, or one of its workers, before
+    its first client)."""
+    from asr_stream.io.audio_files import load_16k
+    from asr_stream.resources import sample_wav
+
+    warm_up(engines, load_16k(sample_wav()), seconds=seconds)

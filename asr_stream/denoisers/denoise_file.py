@@ -26,7 +26,7 @@ import soundfile as sf
 
 from asr_stream import SAMPLE_RATE
 from asr_stream.errors import UserError
-from asr_stream.resampler import StreamingResampler
+from asr_stream.io.resampler import StreamingResampler
 
 BLOCK_FRAMES = 1 << 15  # input frames read at a time (0.68 s at 48 kHz)
 PROGRESS_MIN_SECONDS = 10.0  # shorter files finish before a progress bar means anything
@@ -167,14 +167,14 @@ def denoise_file(in_path: str | Path, out_path: str | Path, denoiser: str = "dns
     intra-op threads. `live` gives the live chain's output (no whole-file pass). Returns a summary: audio seconds, wall and CPU seconds, RTF (wall time
     over audio time), rates, the denoiser, the output path."""
     from asr_stream.denoisers import create_denoiser
-    from asr_stream.sources import FileSource
+    from asr_stream.io.sources import FileSource
 
     options = {k: v for k, v in (options or {}).items() if v is not None}
     _check_options(options)
     if threads is not None:
         if threads < 1:
             raise UserError(f"--threads must be at least 1, got {threads}")
-        from asr_stream.threads import configure_threads
+        from asr_stream.runtime.threads import configure_threads
 
         configure_threads(threads)
     in_path, out_path = Path(in_path), Path(out_path)

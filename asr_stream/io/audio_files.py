@@ -1,4 +1,4 @@
-"""Reading and writing the evaluation's audio: 16 kHz mono float32, as the chain hears it."""
+"""Whole audio files in and out as the chain hears them: 16 kHz mono float32."""
 
 from __future__ import annotations
 

@@ -27,12 +27,12 @@ import numpy as np
 from aiohttp import web
 
 from asr_stream import SAMPLE_RATE
-from asr_stream.framer import sanitize
-from asr_stream.outputs import srt_cue, vtt_cue
-from asr_stream.resampler import StreamingResampler
+from asr_stream.io.framer import sanitize
+from asr_stream.output.writers import srt_cue, vtt_cue
+from asr_stream.io.resampler import StreamingResampler
 from asr_stream.stages import Hypothesis, join_words
 
-log = logging.getLogger("asr_stream.server")
+log = logging.getLogger("asr_stream.serve.server")
 
 PATH = "/v1/audio/transcriptions"
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")

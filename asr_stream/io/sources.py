@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 
 from asr_stream.errors import UserError
-from asr_stream.ring_buffer import RingBuffer
+from asr_stream.io.ring_buffer import RingBuffer
 
 BLOCK_SECONDS = 0.02
 

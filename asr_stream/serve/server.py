@@ -30,16 +30,15 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from asr_stream import SAMPLE_RATE, __version__
-from asr_stream import protocol as p
+from asr_stream.serve import protocol as p
 from asr_stream.errors import UserError
-from asr_stream.framer import sanitize
-from asr_stream.metrics import CONTENT_TYPE_LATEST, ServerMetrics
-from asr_stream.resources import sample_wav
-from asr_stream.resampler import StreamingResampler
-from asr_stream.threads import usable_cores
-from asr_stream.transcriptions import PATH as TRANSCRIPTIONS_PATH, TranscriptionEndpoint
+from asr_stream.io.framer import sanitize
+from asr_stream.serve.prometheus import CONTENT_TYPE_LATEST, ServerMetrics
+from asr_stream.io.resampler import StreamingResampler
+from asr_stream.runtime.threads import usable_cores
+from asr_stream.serve.openai_api import PATH as TRANSCRIPTIONS_PATH, TranscriptionEndpoint
 
-log = logging.getLogger("asr_stream.server")
+log = logging.getLogger("asr_stream.serve.server")
 
 RATE_CAP = 1.25  # a live session may send audio at most this much faster than real time...
 RATE_SLACK_S = 5.0  # ...plus this much ahead (network jitter bunches frames)
@@ -81,7 +80,7 @@ def _check_config(c: ServerConfig) -> None:
     if not 0 <= c.port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {c.port}")
     if c.wyoming is not None:
-        from asr_stream.wyoming_server import parse_uri
+        from asr_stream.serve.wyoming_stt import parse_uri
 
         parse_uri(c.wyoming)
     if c.token is not None and not c.token:
@@ -122,7 +121,7 @@ class CaptionServer:
         c = self.config
         workers = default_workers() if c.workers is None else c.workers
         if workers:
-            from asr_stream.worker_pool import WorkerPool
+            from asr_stream.serve.worker_pool import WorkerPool
 
             pool = await asyncio.to_thread(WorkerPool, self.settings, workers, c.stream_threads, c.max_backlog_s,
                                            c.warm_up)
@@ -131,12 +130,12 @@ class CaptionServer:
             self.metrics.watch_workers(pool)
             denoiser, recognizer = pool.names
         else:
-            from asr_stream.engines import load_engines
-            from asr_stream.multistream import MultiStreamScheduler
+            from asr_stream.chain.engines import load_engines
+            from asr_stream.chain.many_streams import MultiStreamScheduler, warm_up_on_sample
 
             engines = await asyncio.to_thread(load_engines, self.settings)
             if c.warm_up:
-                await asyncio.to_thread(_warm_up, engines)
+                await asyncio.to_thread(warm_up_on_sample, engines)
             self.scheduler = MultiStreamScheduler(engines, workers=c.stream_threads * usable_cores(),
                                                   max_backlog_s=c.max_backlog_s)
             denoiser, recognizer = engines.denoiser.name, engines.recognizer.name
@@ -534,15 +533,7 @@ def default_workers() -> int:
 
 
 def _web_file(name: str) -> str:
-    return resources.files("asr_stream.web").joinpath(name).read_text(encoding="utf-8")
-
-
-def _warm_up(engines) -> None:
-    """One short session before the first client, so it does not pay for the first model calls."""
-    from asr_stream.loadtest import warm_up
-    from asr_stream.evaluation.audio import load_16k
-
-    warm_up(engines, load_16k(sample_wav()), seconds=2.0)
+    return resources.files("asr_stream.serve.web").joinpath(name).read_text(encoding="utf-8")
 
 
 # -- running it -------------------------------------------------------------------------
@@ -606,7 +597,7 @@ async def serve_until_stopped(settings, config: ServerConfig) -> int:
                                                                  "port": port, "instance": config.instance})
     wyoming = None
     if config.wyoming:
-        from asr_stream.wyoming_server import WyomingListener
+        from asr_stream.serve.wyoming_stt import WyomingListener
 
         wyoming = WyomingListener(server, config.wyoming)
         try:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from asr_stream.errors import StageError, UserError
-from asr_stream.framer import Framer, Hop
-from asr_stream.ring_buffer import RingBuffer
-from asr_stream.sources import Source
+from asr_stream.io.framer import Framer, Hop
+from asr_stream.io.ring_buffer import RingBuffer
+from asr_stream.io.sources import Source
 from asr_stream.stages import Denoiser, Recognizer
 
 POLL = 0.05

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from asr_stream import SAMPLE_RATE
-from asr_stream.resampler import StreamingResampler
-from asr_stream.ring_buffer import RingBuffer
+from asr_stream.io.resampler import StreamingResampler
+from asr_stream.io.ring_buffer import RingBuffer
 
 
 @dataclass(frozen=True)

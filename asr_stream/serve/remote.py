@@ -17,11 +17,11 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import aiohttp
 
 from asr_stream import SAMPLE_RATE
-from asr_stream import protocol as p
+from asr_stream.serve import protocol as p
 from asr_stream.errors import StageError, UserError
-from asr_stream.ring_buffer import RingBuffer
-from asr_stream.scheduler import ChainClock
-from asr_stream.stats import LatencyTracker, latency_summary
+from asr_stream.io.ring_buffer import RingBuffer
+from asr_stream.chain.one_stream import ChainClock
+from asr_stream.output.stats import LatencyTracker, latency_summary
 
 READ_S = 0.02  # one frame: 20 ms, as a live source delivers it
 
@@ -149,7 +149,7 @@ async def stream_source(server: str, source, params: p.StreamParams, on_hypothes
 def run_remote(s, server: str, captions=None, writer=None, token: str | None = None) -> tuple[dict, list]:
     """The local `pipeline.run`, through a daemon: same captions, same writer, same summary keys
     (latency as this client saw it; the server's own is kept beside it)."""
-    from asr_stream.pipeline import make_source
+    from asr_stream.chain.pipeline import make_source
 
     source = make_source(s)
     live = s.mode == "microphone" or s.pace == "realtime"

@@ -7,12 +7,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from asr_stream.captions import Captions
+from asr_stream.output.captions import Captions
 from asr_stream.errors import UserError
-from asr_stream.outputs import CaptionWriter
-from asr_stream.scheduler import Chain
+from asr_stream.output.writers import CaptionWriter
+from asr_stream.chain.one_stream import Chain
 from asr_stream.stages import Hypothesis
-from asr_stream.stats import LatencyTracker, summarize
+from asr_stream.output.stats import LatencyTracker, summarize
 
 
 @dataclass
@@ -50,12 +50,12 @@ class Settings:
 
 def make_source(s: Settings):
     if s.mode == "microphone":
-        from asr_stream.microphone import MicrophoneSource
+        from asr_stream.io.microphone import MicrophoneSource
 
         return MicrophoneSource(s.input_device, backend=s.audio_backend)
     if s.audio_path is None:
         raise UserError("no input: give --audio_path FILE (or - for stdin), or --mode microphone")
-    from asr_stream.sources import FileSource, RawStdinSource
+    from asr_stream.io.sources import FileSource, RawStdinSource
 
     if s.audio_path == "-":
         return RawStdinSource(s.raw_rate, s.raw_format, s.raw_channels, pace=s.pace)
@@ -65,7 +65,7 @@ def make_source(s: Settings):
 def build_stages(s: Settings):
     """One stream's denoiser and recogniser for these settings, over engines loaded once per
     process and shared (`engines.load_engines`); a chain per input can reuse them after `reset()`."""
-    from asr_stream.engines import load_engines
+    from asr_stream.chain.engines import load_engines
 
     return load_engines(s).create_streams()
 

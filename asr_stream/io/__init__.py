@@ -1,0 +1,1 @@
+"""Audio in: sources, microphone, ring buffer, framer, resampler, voice activity, audio files."""

@@ -1,0 +1,1 @@
+"""What comes out: terminal captions, caption files, the run's summary."""

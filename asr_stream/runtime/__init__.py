@@ -1,0 +1,1 @@
+"""How model work runs: cross-stream batching of model calls, thread counts set once per process."""
