@@ -15,7 +15,6 @@ prompts itself with its own committed words). With `stream=true` each final is s
 from __future__ import annotations
 
 import asyncio
-import functools
 import io
 import json
 import logging
@@ -30,6 +29,7 @@ from asr_stream import SAMPLE_RATE
 from asr_stream.io.framer import sanitize
 from asr_stream.output.writers import srt_cue, vtt_cue
 from asr_stream.io.resampler import StreamingResampler
+from asr_stream.serve.prometheus import refusal_reason
 from asr_stream.stages import Hypothesis, join_words
 
 log = logging.getLogger("asr_stream.serve.server")
@@ -208,8 +208,7 @@ class TranscriptionEndpoint:
             return self._refuse(ApiError(403, f"origin {request.headers.get('Origin')} is not allowed"), "origin")
         state = server._state()
         if state != "ready":
-            reason = {"full": "capacity", "draining": "draining"}.get(state, "loading")
-            return self._refuse(ApiError(503, f"not taking sessions: {state}"), reason)
+            return self._refuse(ApiError(503, f"not taking sessions: {state}"), refusal_reason(state))
         try:
             req = await read_request(request, self.max_upload_bytes)
             chain_language = server.settings.language
@@ -225,11 +224,7 @@ class TranscriptionEndpoint:
             return self._refuse(exc, "bad_request")
         if server._state() != "ready":  # it filled up while the upload came in
             return self._refuse(ApiError(503, f"not taking sessions: {server._state()}"), "capacity")
-        server._ids += 1
-        upload = Upload(f"{server.config.instance}/{server._ids}", task=asyncio.current_task())
-        server.connections[upload.id] = upload
-        server.metrics.sessions_total.inc()
-        server.metrics.sessions_active.set(len(server.connections))
+        upload = server.admit(lambda session_id: Upload(session_id, task=asyncio.current_task()))
         reason = "failed"
         try:
             response = await self._transcribe(request, upload, req, audio, duration)
@@ -246,16 +241,9 @@ class TranscriptionEndpoint:
 
     async def _transcribe(self, request, upload: Upload, req: TranscriptionRequest, audio: np.ndarray,
                           duration: float) -> web.StreamResponse:
-        server, loop = self.server, asyncio.get_running_loop()
-        arrivals: asyncio.Queue = asyncio.Queue()
-
-        def on_hypothesis(session, hyp) -> None:  # on a scheduler worker
-            if hyp is None or hyp.final:
-                loop.call_soon_threadsafe(arrivals.put_nowait, hyp)
-
+        server = self.server
         try:
-            upload.session = await loop.run_in_executor(
-                server.opener, functools.partial(server.scheduler.open_stream, on_hypothesis=on_hypothesis, live=False))
+            upload.session, arrivals = await server.open_file_session()
         except Exception as exc:
             raise web.HTTPInternalServerError(
                 text=json.dumps(error_body(f"cannot start the session: {exc}", 500)),

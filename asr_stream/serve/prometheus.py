@@ -96,3 +96,8 @@ class WorkerCollector:
         restarts = CounterMetricFamily("asr_stream_worker_restarts", "Worker processes started again after dying")
         restarts.add_metric([], self.pool.restarts)
         yield restarts
+
+
+def refusal_reason(state: str) -> str:
+    """The metrics label of a refusal in `state` (restarting counts as loading)."""
+    return {"full": "capacity", "draining": "draining"}.get(state, "loading")

@@ -33,7 +33,7 @@ from asr_stream import SAMPLE_RATE, __version__
 from asr_stream.serve import protocol as p
 from asr_stream.errors import UserError
 from asr_stream.io.framer import sanitize
-from asr_stream.serve.prometheus import CONTENT_TYPE_LATEST, ServerMetrics
+from asr_stream.serve.prometheus import CONTENT_TYPE_LATEST, ServerMetrics, refusal_reason
 from asr_stream.io.resampler import StreamingResampler
 from asr_stream.runtime.threads import usable_cores
 from asr_stream.serve.openai_api import PATH as TRANSCRIPTIONS_PATH, TranscriptionEndpoint
@@ -254,14 +254,9 @@ class CaptionServer:
             return self._refuse(400, "bad_request", f"{p.PATH} takes a WebSocket upgrade")
         state = self._state()
         if state != "ready":
-            reason = {"full": "capacity", "draining": "draining"}.get(state, "loading")  # restarting: loading
-            return self._refuse(503, reason, f"not taking sessions: {state}"
+            return self._refuse(503, refusal_reason(state), f"not taking sessions: {state}"
                                 + (f" ({self.config.max_sessions} sessions open)" if state == "full" else ""))
-        self._ids += 1
-        conn = Connection(self, ws, params, f"{self.config.instance}/{self._ids}", request.remote)
-        self.connections[conn.id] = conn  # the slot is taken before the first await
-        self.metrics.sessions_total.inc()
-        self.metrics.sessions_active.set(len(self.connections))
+        conn = self.admit(lambda session_id: Connection(self, ws, params, session_id, request.remote))
         conn.task = asyncio.current_task()
         try:
             await ws.prepare(request)
@@ -270,9 +265,35 @@ class CaptionServer:
             self.release(conn)
         return ws
 
+    def admit(self, make):
+        """Take a session slot (before any await, so the limit holds) for `make(session_id)`: a
+        WebSocket `Connection`, an upload, a Wyoming transcription; anything the drain can ask to
+        `stop_reading` and `abort`, with the `task` it waits for."""
+        self._ids += 1
+        holder = make(f"{self.config.instance}/{self._ids}")
+        self.connections[holder.id] = holder
+        self.metrics.sessions_total.inc()
+        self.metrics.sessions_active.set(len(self.connections))
+        return holder
+
     def release(self, conn: "Connection") -> None:
         self.connections.pop(conn.id, None)
         self.metrics.sessions_active.set(len(self.connections))
+
+    async def open_file_session(self) -> tuple[object, asyncio.Queue]:
+        """A session at file pace (it waits for room, never drops audio) whose finals, and None at
+        its end, arrive on the returned queue; opened off the event loop (building a stream can
+        take a while)."""
+        loop = asyncio.get_running_loop()
+        finals: asyncio.Queue = asyncio.Queue()
+
+        def on_hypothesis(session, hyp) -> None:  # on a scheduler worker
+            if hyp is None or hyp.final:
+                loop.call_soon_threadsafe(finals.put_nowait, hyp)
+
+        session = await loop.run_in_executor(
+            self.opener, functools.partial(self.scheduler.open_stream, on_hypothesis=on_hypothesis, live=False))
+        return session, finals
 
 
 class Connection:

@@ -20,7 +20,6 @@ daemon's signals and drain stay in charge.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from urllib.parse import urlparse
@@ -37,6 +36,7 @@ from asr_stream.serve import protocol as p
 from asr_stream.errors import UserError
 from asr_stream.io.framer import sanitize
 from asr_stream.io.resampler import StreamingResampler
+from asr_stream.serve.prometheus import refusal_reason
 
 log = logging.getLogger("asr_stream.serve.server")
 
@@ -135,25 +135,12 @@ class WyomingHandler(AsyncEventHandler):
             return
         state = server._state()
         if state != "ready":
-            server.metrics.sessions_rejected.labels({"full": "capacity", "draining": "draining"}.get(state, "loading")).inc()
+            server.metrics.sessions_rejected.labels(refusal_reason(state)).inc()
             await self._error(f"not taking sessions: {state}", "unavailable")
             return
-        server._ids += 1
-        session_id = f"{server.config.instance}/{server._ids}"
-        placeholder = Transcription(session_id, None, self._stop)
-        server.connections[session_id] = placeholder  # the slot is taken before the first await
-        server.metrics.sessions_total.inc()
-        server.metrics.sessions_active.set(len(server.connections))
-        loop = asyncio.get_running_loop()
-        arrivals: asyncio.Queue = asyncio.Queue()
-
-        def on_hypothesis(session, hyp) -> None:  # on a scheduler worker
-            if hyp is None or hyp.final:
-                loop.call_soon_threadsafe(arrivals.put_nowait, hyp)
-
+        placeholder = server.admit(lambda session_id: Transcription(session_id, None, self._stop))
         try:
-            placeholder.session = await loop.run_in_executor(
-                server.opener, functools.partial(server.scheduler.open_stream, on_hypothesis=on_hypothesis, live=False))
+            placeholder.session, arrivals = await server.open_file_session()
         except Exception as exc:
             server.release(placeholder)
             server.metrics.sessions_ended.labels("failed").inc()
@@ -163,7 +150,7 @@ class WyomingHandler(AsyncEventHandler):
         self._decoder, self._resampler = p.PcmDecoder(params), StreamingResampler(params.sample_rate, SAMPLE_RATE)
         self._received_s = 0.0
         placeholder.task = asyncio.create_task(self._send_finals(placeholder, arrivals))
-        log.info("session opened", extra={"event": "session_open", "session": session_id, "protocol": "wyoming",
+        log.info("session opened", extra={"event": "session_open", "session": placeholder.id, "protocol": "wyoming",
                                           "sample_rate": fmt.rate, "channels": fmt.channels})
 
     async def _accept(self, chunk: AudioChunk) -> None:
