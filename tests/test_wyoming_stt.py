@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import soundfile as sf
 from conftest import audioeval_clips, concat_with_gaps, demo_clip, load_16k, run_cli, wer
 from daemon import Daemon, run_session
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
@@ -83,11 +84,16 @@ def test_describe_says_what_the_chain_is(daemon):
     assert program.models[0].languages == ["en"] and "whisper" in program.models[0].name.lower()
 
 
-def test_transcript_is_the_local_commands_text_and_streams_each_final(daemon):
+def test_transcript_is_the_local_commands_text_and_streams_each_final(daemon, tmp_path):
+    """The same text as the local command on the same samples: Wyoming carries 16-bit PCM, so the
+    local command reads the clip as the 16-bit 16 kHz file that was sent."""
     wav, ref = demo_clip()
-    events = asyncio.run(_transcribe(daemon.wyoming_port, load_16k(wav)))
+    speech = load_16k(wav)
+    events = asyncio.run(_transcribe(daemon.wyoming_port, speech))
     text = _text(events)
-    local = run_cli("--audio_path", str(wav), "--denoiser", "none", "--pace", "fast")
+    sent = tmp_path / "sent.wav"
+    sf.write(sent, np.frombuffer(_pcm16(speech), "<i2"), 16000, subtype="PCM_16")
+    local = run_cli("--audio_path", str(sent), "--denoiser", "none", "--pace", "fast")
     assert text == " ".join(local.stdout.decode().split()), (text, local.stdout)
     kinds = [e.type for e in events]
     assert kinds[0] == "transcript-start" and kinds[-2:] == ["transcript", "transcript-stop"], kinds

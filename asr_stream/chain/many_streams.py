@@ -152,7 +152,9 @@ class Session:
                "pace": "realtime" if live else "fast",
                "dropped_samples": int(self.dropped_samples),
                "dropped_frames": int(-(-self.dropped_samples // self.hop)),
-               "denoiser": self.denoiser.name, "recognizer": self.recognizer.name}
+               "denoiser": self.denoiser.name, "recognizer": self.recognizer.name,
+               # what the recogniser heard: the audio itself, no sample lost or added on the way
+               "recognized_seconds": round(self._denoised / SAMPLE_RATE, 3)}
         if live:
             out["latency_partial_s"] = latency_summary(self.latency.partial)
             out["latency_final_s"] = latency_summary(self.latency.final)
@@ -226,7 +228,7 @@ class Session:
             self.clock.mark(self.processed_samples + n, arrival)
             self.processed_samples += n
             t0 = time.perf_counter()
-            clean = [self.denoiser.process(x[i : i + self.block]) for i in range(0, n, self.block)]
+            clean = [self.denoiser.process(x[i : min(i + self.block, n)]) for i in range(0, n, self.block)]
             self.stage_busy_s["denoiser"] += time.perf_counter() - t0
             clean = [c for c in clean if len(c)]
             if clean:
