@@ -97,7 +97,9 @@ def test_a_file_captioned_through_the_page(tmp_path):
 def test_the_page_reconnects_when_the_daemon_restarts(tmp_path):
     """The microphone keeps playing while the daemon drains and comes back on the same port: the
     page opens a new session by itself and the words after the restart show too."""
-    clips = [load_16k(demo_clip()[0])] + [load_16k(p) for p, _ in audioeval_clips()] * 2
+    # about 80 s of speech: the fake microphone plays it once, and it must still be speaking after
+    # the restart however long the two daemons take to load on a busy machine
+    clips = ([load_16k(demo_clip()[0])] + [load_16k(p) for p, _ in audioeval_clips()]) * 5
     speech = tmp_path / "long.wav"
     sf.write(speech, concat_with_gaps(clips, gap_s=1.0), 16000)
     with socket.socket() as s:
