@@ -70,7 +70,8 @@ def test_tuning_from_a_preset_section_rejects_what_it_does_not_know():
     assert tuning.partial_interval_s == 0.3 and tuning.agreement.commit_horizon_s == 1.5
     assert WhisperTuning.from_mapping(None) == WhisperTuning()
     for bad, needle in (({"partial_intervall_s": 0.3}, "partial_intervall_s"), ({"final_pad_s": -1}, "final_pad_s"),
-                        ({"max_buffer_s": "long"}, "max_buffer_s"), ({"max_utterance_s": 0}, "max_utterance_s")):
+                        ({"max_buffer_s": "long"}, "max_buffer_s"), ({"max_utterance_s": 0}, "max_utterance_s"),
+                        ([0.3, 1.5], "mapping")):
         with pytest.raises(UserError) as excinfo:
             WhisperTuning.from_mapping(bad)
         assert needle in str(excinfo.value) and "\n" not in str(excinfo.value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import re
 import threading
 
@@ -118,6 +119,15 @@ def test_errors_have_openais_shape_and_the_daemon_serves_on(daemon, client, tmp_
     with pytest.raises(openai.APIStatusError) as excinfo:
         _transcribe(client, long)
     assert excinfo.value.status_code == 413 and "130.0 s" in excinfo.value.message
+    import urllib.error
+    import urllib.request
+
+    broken = urllib.request.Request(f"{daemon.http}/v1/audio/transcriptions", data=b"--nope\r\nnot a form",
+                                    headers={"Authorization": f"Bearer {TOKEN}",
+                                             "Content-Type": "multipart/form-data; boundary=XyZ"})
+    with pytest.raises(urllib.error.HTTPError) as raw:
+        urllib.request.urlopen(broken, timeout=30)
+    assert raw.value.code == 400 and "error" in json.loads(raw.value.read())
     assert daemon.metric("asr_stream_sessions_rejected_total", reason="bad_request") >= 5
     assert wer([ref], [_transcribe(client, wav).text]) < 0.15  # still serving
     assert daemon.proc.poll() is None

@@ -39,9 +39,9 @@ class WhisperTuning:
     @classmethod
     def from_mapping(cls, values: dict | None) -> "WhisperTuning":
         """From a preset's `whisper:` section; unknown names and bad values are one-line errors."""
-        values = dict(values or {})
-        if not isinstance(values, dict):
+        if values is not None and not isinstance(values, dict):
             raise UserError("the preset's whisper section must be a mapping of settings")
+        values = dict(values or {})
         unknown = sorted(set(values) - set(cls.names()))
         if unknown:
             raise UserError(f"unknown whisper setting(s) {', '.join(unknown)} (known: {', '.join(cls.names())})")

@@ -210,7 +210,11 @@ class TranscriptionEndpoint:
         if state != "ready":
             return self._refuse(ApiError(503, f"not taking sessions: {state}"), refusal_reason(state))
         try:
-            req = await read_request(request, self.max_upload_bytes)
+            try:
+                req = await read_request(request, self.max_upload_bytes)
+            except (ValueError, AssertionError, UnicodeDecodeError) as exc:  # aiohttp's word for a broken form
+                raise ApiError(400, f"malformed multipart form: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                               "file") from None
             chain_language = server.settings.language
             if req.language and chain_language and req.language.lower() != chain_language.lower():
                 raise ApiError(400, f"this daemon transcribes '{chain_language}' (started with --language "
