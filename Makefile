@@ -43,8 +43,12 @@ $(STAMP): pyproject.toml constraints.txt | apt
 demo: install
 	$(VENV)/bin/asr-stream --audio_path asr_stream/data/samples/LJ001-0001.wav --pace realtime --timestamps
 
+# test files run side by side, one per core (at most 4: each worker holds its own models), a file
+# whole on one worker so its module fixtures load once; TEST_JOBS=0 runs them in this process
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+
 test: install
-	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"

@@ -77,7 +77,7 @@ def test_whisper_sessions_batched_together_give_the_words_each_gives_alone(speec
     # window, which depends on thread timing; a short linger makes the batched path certain here
     _batcher(engines).linger_s = 0.05
     try:
-        _sessions_batched_equal_alone(engines, [_track(speech, 0, 40), _track(speech, 0, 40), _track(speech, 2, 40)])
+        _sessions_batched_equal_alone(engines, [_track(speech, 0, 24), _track(speech, 0, 24), _track(speech, 2, 24)])
     finally:
         _batcher(engines).linger_s = 0.0
 

@@ -55,9 +55,9 @@ def _wer(ref, hyp):
 
 
 # AN4's spelled-out letters and digits ("p i t t s b u r g h") are where streaming Whisper still
-# loses most against offline (measured here: 59 % against 47 % on these 40 clips): a letter said
-# alone is decoded from too little context. Its bound is looser, and BENCHMARKS.md says so.
-@pytest.mark.parametrize("name,limit,factor", [("ljspeech+valentini", None, 1.1), ("an4", 40, 1.3)])
+# loses most against offline: a letter said alone is decoded from too little context. Its bound is
+# looser, and BENCHMARKS.md says so.
+@pytest.mark.parametrize("name,limit,factor", [("ljspeech+valentini", None, 1.1), ("an4", 24, 1.3)])
 def test_continuous_speech_matches_offline(rec, name, limit, factor):
     clips = _clips(name, limit)
     ref = " ".join(t for _, t in clips)
@@ -80,8 +80,11 @@ def test_read_passages_said_twice_lose_no_word(rec):
     assert out.wer < 0.06
 
 
-def test_ten_minute_stream_keeps_state_bounded(rec):
-    """The LibriSpeech utterances back to back for ten minutes: what a step works on stays the same size."""
+def test_ten_minute_live_stream_keeps_state_bounded():
+    """The LibriSpeech utterances back to back for ten minutes, as a live stream on a busy CPU
+    hands them over (3 s bursts, so partials due long before the newest audio are skipped, as
+    in a loaded daemon): what a step works on stays the same size and transcription goes on.
+    Every partial decoded, on shorter audio: test_whisper_recognizer's long-speech test."""
     files = sorted((SHARED_SPEECH / "librispeech_unlabeled").glob("*.flac"))
     parts, total = [], 0
     for f in files:
@@ -91,10 +94,11 @@ def test_ten_minute_stream_keeps_state_bounded(rec):
         if total >= 600 * 16000:
             break
     audio = np.concatenate(parts)
-    rec.reset()
+    rec = create_recognizer("whisper", live=True)
+    burst = 48000
     largest, finals, words = {}, 0, 0
-    for i in range(0, len(audio), 16000):
-        rec.accept_waveform(audio[i : i + 16000])
+    for i in range(0, len(audio), burst):
+        rec.accept_waveform(audio[i : i + burst])
         for h in rec.decode():
             finals += h.final
             words += len(h.words) if h.final else 0
@@ -102,7 +106,8 @@ def test_ten_minute_stream_keeps_state_bounded(rec):
             largest[k] = max(largest.get(k, 0), v)
     rec.finish()
     assert len(audio) >= 600 * 16000
-    assert largest["buffer_samples"] <= rec.max_buffer + 16000
+    assert rec.skipped_partials > 0  # the busy-CPU path was taken
+    assert largest["buffer_samples"] <= rec.max_buffer + burst
     assert largest["utterance_words"] <= 120 and largest["prompt_words"] <= 48
     assert largest["vad_probs"] <= (rec.max_buffer + rec.preroll) // 512 + 4
     assert finals >= 20 and words >= 1200  # ten minutes of read speech: it kept transcribing

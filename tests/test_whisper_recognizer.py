@@ -7,7 +7,7 @@ from asr_stream.recognizers import create_recognizer
 from asr_stream.recognizers.whisper_grounding import key, repeated_run
 from asr_stream.stages import Recognizer
 from conftest import (SHARED_NOISE, SHARED_SPEECH, audioeval_clips, concat_with_gaps, demo_clip, load_16k, needs_shared,
-                      final_text, normalize, shared_tsv, stream, wer)
+                      final_text, normalize, stream, wer)
 
 
 def loops(words: list[str]) -> int:
@@ -116,13 +116,6 @@ def test_a_phrase_repeated_in_the_next_sentence_is_kept(rec):
     ref = f"{text} printing in the only sense {other_text}"
     assert _deletions(ref, hyp) <= 1, hyp
     assert wer([ref], [hyp]) < 0.1, hyp
-
-
-@needs_shared
-def test_ljspeech_wer(rec):
-    rows = shared_tsv("ljspeech")[:12]
-    hyps = [final_text(stream(rec, concat_with_gaps([load_16k(p)]))) for p, _ in rows]
-    assert wer([t for _, t in rows], hyps) < 0.10
 
 
 @needs_shared

@@ -99,14 +99,16 @@ NOISY_INSERTIONS = 0.03
 
 
 @needs_shared
-@pytest.mark.parametrize("name,limit,phrases,factor,ins_slack", [
-    ("ljspeech", 12, False, 1.3, None), ("ljspeech", 12, True, 1.4, None), ("valentini", 6, False, 1.3, None),
-    ("valentini-noisy", 6, False, 1.2, NOISY_INSERTIONS), ("ljspeech-noise-5db", 32, False, 1.2, NOISY_INSERTIONS),
-    ("an4", 30, False, 1.2, None)])
-def test_each_file_streamed_like_offline(rec, offline_whisper, name, limit, phrases, factor, ins_slack):
+@pytest.mark.parametrize("name,limit,phrases,factor,ins_slack,most", [
+    ("ljspeech", 12, False, 1.3, None, 0.10), ("ljspeech", 12, True, 1.4, None, None),
+    ("valentini", 6, False, 1.3, None, None), ("valentini-noisy", 6, False, 1.2, NOISY_INSERTIONS, None),
+    ("ljspeech-noise-5db", 32, False, 1.2, NOISY_INSERTIONS, None), ("an4", 30, False, 1.2, None, None)])
+def test_each_file_streamed_like_offline(rec, offline_whisper, name, limit, phrases, factor, ins_slack, most):
+    """`most`: a bound on the streamed WER itself, where the model is good enough to have one."""
     clips = _shared(name, limit)
     streamed, offline = compare(rec, offline_whisper, clips, phrases)
-    check([t for _, t in clips], streamed, offline, factor, 0.015, ins_slack)
+    s, _ = check([t for _, t in clips], streamed, offline, factor, 0.015, ins_slack)
+    assert most is None or s["wer"] < most, s
 
 
 @needs_shared
@@ -118,14 +120,14 @@ def test_a_number_is_not_committed_before_its_last_digit(rec, offline_whisper):
     "71544" for offline's "7154"; before, it gave "7")."""
     import re
 
-    checked = 0
-    for audio, _ in _shared("an4", 40):
-        def numbers(text):  # "9169", "884-3648", and "A13" (a digit heard as a letter: whole, all the same)
-            return [n for n in re.findall(r"[\w-]*\d[\w-]*", text.replace(",", "")) if len(n) >= 3]
+    def numbers(text):  # "9169", "884-3648", and "A13" (a digit heard as a letter: whole, all the same)
+        return [n for n in re.findall(r"[\w-]*\d[\w-]*", text.replace(",", "")) if len(n) >= 3]
 
-        said = offline_whisper.text(audio)
-        if not said.strip().lower().startswith("enter"):  # the "Enter <number>" commands: one number each
+    checked = 0
+    for audio, text in _shared("an4", 40):
+        if not text.lower().startswith("enter"):  # the "Enter <number>" commands: one number each
             continue
+        said = offline_whisper.text(audio)
         expected = [n for n in numbers(said) if n.isdigit()]
         if expected:
             checked += 1
@@ -206,7 +208,7 @@ def test_a_pause_mid_sentence_does_not_transcribe_the_words_before_it_again(rec,
 
 def test_the_same_file_gives_the_same_text_every_run(tmp_path):
     """The default chain (denoiser, gate, Whisper) at --pace fast: identical output, run to run,
-    on short phrases between pauses (many utterance ends) and the clip itself."""
+    on short phrases between pauses (many utterance ends)."""
     wav, _ = demo_clip()
     audio = load_16k(wav)
     rng = np.random.default_rng(3)
@@ -214,7 +216,7 @@ def test_the_same_file_gives_the_same_text_every_run(tmp_path):
     phrases = np.concatenate([np.concatenate([p, np.zeros(int(rng.uniform(0.4, 1.2) * 16000), np.float32)])
                               for p in pieces])
     path = tmp_path / "phrases.wav"
-    sf.write(path, np.concatenate([audio, np.zeros(8000, np.float32), phrases]), 16000)
+    sf.write(path, phrases, 16000)
     runs = [run_cli("--audio_path", str(path), "--pace", "fast", "--timestamps") for _ in range(2)]
     assert all(r.returncode == 0 for r in runs), runs[0].stderr.decode()[-2000:]
     assert runs[0].stdout and runs[0].stdout == runs[1].stdout
