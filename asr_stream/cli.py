@@ -63,6 +63,9 @@ def add_chain_args(chain) -> None:
     chain.add_argument("--no-gate", dest="gate", action="store_false", default=None,
                        help="hear the denoiser's output as it is, instead of mixing it with the input by "
                             "estimated SNR (bypassed on clean speech; see README)")
+    chain.add_argument("--no-gate-sleep", dest="gate_sleep", action="store_false", default=None,
+                       help="keep the gated denoiser running while the input reads clean (by default it stops "
+                            "until noise comes back)")
     chain.add_argument("--atten-lim-db", type=float, help="DeepFilterNet attenuation limit in dB (default 20)")
     chain.add_argument("--dry", type=float, help="Demucs: share of the noisy input mixed back, 0..1 (default 0)")
     chain.add_argument("--denoise-hop", type=int,
@@ -237,6 +240,8 @@ def build_loadtest_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a preset: a bundled name (default, no-denoiser, nemo, ...), one of yours in $ASR_STREAM_HOME/configs, or a YAML path; flags override it")
     p.add_argument("--denoiser", help="as for captioning (default deepfilternet)")
     p.add_argument("--no-gate", dest="gate", action="store_false", default=None, help="denoiser output as it is")
+    p.add_argument("--no-gate-sleep", dest="gate_sleep", action="store_false", default=None,
+                   help="keep the gated denoiser running on clean input")
     p.add_argument("--asr", help="whisper | nemo | module:factory (default whisper)")
     p.add_argument("--model", help="recogniser model (as for captioning)")
     p.add_argument("--language", help="language code for multilingual models (default en)")
@@ -376,7 +381,7 @@ def _local_load_runner(args, settings, files, targets):
 def _remote_load_runner(args, files, targets):
     from asr_stream.serve import loadtest
 
-    chain = [f"--{a.replace('_', '-')}" for a in ("config", "denoiser", "gate", "asr", "model", "language",
+    chain = [f"--{a.replace('_', '-')}" for a in ("config", "denoiser", "gate", "gate_sleep", "asr", "model", "language",
                                                   "lookahead_ms", "streaming", "runtime", "device", "threads",
                                                   "batch", "workers") if getattr(args, a, None) is not None]
     if chain:

@@ -5,12 +5,13 @@ gate's calibration (recipes/gate/calibrate.py) never saw:
 1. the odd LJSpeech clips, mixed with the held-out noise files and with babble of the other
    clips, at 10, 5, 0 and -5 dB, and clean, into Whisper tiny.en: no denoiser, DeepFilterNet3,
    GTCRN and RNNoise as they are, and DeepFilterNet3 and GTCRN gated (the default chain is
-   the gated DeepFilterNet3);
+   the gated DeepFilterNet3, whose denoiser stops on clean input; also run kept running);
 2. AN4 test clips through the project's NeMo model, in held-out noise: no denoiser,
    DeepFilterNet3 as it is, gated.
 Without ../shared, part 1 runs on the pytest-audioeval clips in babble only. Then it checks the
 issue's targets in the same run: never worse than no denoiser at any condition (and by how many
-words), pooled 0 + 5 dB WER <= 0.8 x no denoiser, clean within +0.5 WER points.
+words), pooled 0 + 5 dB WER <= 0.8 x no denoiser, clean within +0.5 WER points, CPU on clean
+speech within 1.1 x no denoiser's; and what stopping the denoiser costs against keeping it running.
 
     python bench/bench_gate.py --out BENCHMARKS.md [--quick]
 """
@@ -38,12 +39,13 @@ AN4_MODEL = ROOT / "asr_stream" / "data" / "models" / "an4_fastconformer_ctc.nem
 HELD_OUT_NOISES = ["dude_miaowing", "white_noise", "speechbrain_noise2", "speechbrain_noise4", "speechbrain_noise5"]
 SNRS = [10, 5, 0, -5]
 DEFAULT = "default"
+AWAKE = "default-awake"  # the default chain with its denoiser kept running on clean input (--no-gate-sleep)
 BASELINE = "none"
 
 
 def whisper_chains() -> list[str]:
     return [f"{BASELINE}:denoiser=none", "dfn:denoiser=deepfilternet;gate=false", DEFAULT,
-            "gtcrn:denoiser=gtcrn;gate=false", "gtcrn+gate:denoiser=gtcrn;gate=true",
+            f"{AWAKE}:gate_sleep=false", "gtcrn:denoiser=gtcrn;gate=false", "gtcrn+gate:denoiser=gtcrn;gate=true",
             "rnnoise:denoiser=rnnoise;gate=false"]
 
 
@@ -114,7 +116,30 @@ def targets(rows: list[dict], chain: str) -> list[str]:
     if clean_diff is not None:
         L.append(f"| clean <= +0.5 WER points over no denoiser | {clean_diff:+.1f} points "
                  f"| {'met' if clean_diff <= 0.5 else '**missed**'} |")
+    if clean_a and clean_b and clean_a.get("cpu_seconds"):
+        cpu = clean_b["cpu_seconds"] / clean_a["cpu_seconds"]
+        L.append(f"| CPU on clean speech <= 1.1 x no denoiser's | {clean_b['cpu_seconds']:.1f} s vs "
+                 f"{clean_a['cpu_seconds']:.1f} s (ratio {cpu:.2f}) | {'met' if cpu <= 1.1 else '**missed**'} |")
     return L
+
+
+def sleep_cost(rows: list[dict]) -> list[str]:
+    """What stopping the denoiser on clean input costs and saves: the default chain against the same
+    chain with the denoiser kept running, per condition, in this run."""
+    by = {(r["chain"], r["condition"]): r for r in rows}
+    conditions = sorted({r["condition"] for r in rows}, key=lambda c: (c != "clean", c))
+    L = [f"The denoiser stopped on clean input (`{DEFAULT}`) against kept running (`{AWAKE}`, "
+         "`--no-gate-sleep`), same clips: errors and CPU.", "",
+         "| condition | errors kept running | errors with stops | denoiser off | CPU s kept running | CPU s with stops |",
+         "|---|---|---|---|---|---|"]
+    for c in conditions:
+        a, b = by.get((AWAKE, c)), by.get((DEFAULT, c))
+        if not a or not b:
+            continue
+        off = (b.get("gate") or {}).get("off")
+        L.append(f"| {c} | {_errors(a)} | {_errors(b)} | {'' if off is None else f'{100 * off:.0f} %'} "
+                 f"| {a['cpu_seconds']:.1f} | {b['cpu_seconds']:.1f} |")
+    return L if len(L) > 4 else []
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
@@ -163,7 +188,7 @@ def part(exe: Path, key: str, title: str, args: list[str], chain: str, lines: li
     rel = os.path.relpath(out_dir, ROOT)
     plot(rows, out_dir / "wer_by_snr.png", title.split(",")[0])
     lines += [f"Targets for `{chain}` (the gated chain), in this run:", "", *targets(rows, chain), "",
-              f"![WER by SNR]({rel}/wer_by_snr.png)", ""]
+              *sleep_cost(rows), "", f"![WER by SNR]({rel}/wer_by_snr.png)", ""]
     md = (out_dir / "results.md").read_text(encoding="utf-8")
     lines += [md.replace("](", f"]({rel}/").replace("### ", "#### "), ""]
     subprocess.run(["rm", "-rf", str(out_dir / "audio")], check=True)

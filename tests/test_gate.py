@@ -68,11 +68,12 @@ def test_mix_ramps_without_steps(dfn):
 @pytest.mark.parametrize("name", ["deepfilternet", "gtcrn"])
 def test_output_does_not_depend_on_how_the_audio_is_cut(name, noisy):
     """The scheduler hands the chain anything from one hop to a second of hops per call, varying
-    with load: the same audio must give the same samples, or a live stream and a file disagree."""
+    with load: the same audio must give the same samples, or a live stream and a file disagree.
+    Noisy, clean (the denoiser stops), noisy again (it starts again)."""
     _, x = noisy
-    x = np.concatenate([x, x[::-1]])  # long enough for readings to move the mix both ways
+    x = np.concatenate([x, _continuous_speech(), x[::-1]])  # readings move the mix both ways
     gate = GatedDenoiser(create_denoiser(name), curve=((0.0, 1.0), (15.0, 0.0)))  # mix moves with SNR
-    cuts = [_stream(gate, x, hop) for hop in (gate.hop_size, 333, 1600, 16000)]
+    cuts = [_stream(gate, x, hop) for hop in (gate.hop_size, 333)]
     rng = np.random.default_rng(2)
     gate.reset()
     parts, i = [], 0
@@ -81,9 +82,35 @@ def test_output_does_not_depend_on_how_the_audio_is_cut(name, noisy):
         parts.append(gate.process(x[i : i + n]))
         i += n
     cuts.append(np.concatenate(parts + [gate.flush()]))
-    assert 0.1 < gate.gate_counters()["mean_mix"] < 0.9  # the mix moved: readings and ramp were exercised
+    counters = gate.gate_counters()
+    assert 0.1 < counters["mean_mix"] < 0.9, counters  # the mix moved: readings and ramp were exercised
+    assert counters["denoiser_starts"] >= 2 and counters["denoiser_off_share"] > 0.05, counters  # it stopped
     for y in cuts[1:]:
         assert len(y) == len(cuts[0]) and np.array_equal(y, cuts[0])
+
+
+def test_the_denoiser_stops_on_clean_input_and_starts_again_in_noise(dfn):
+    """Clean speech, the same speech in real noise at 5 dB, clean again: on clean input the
+    denoiser stops (and the input goes out bit for bit); noise starts it again, warm, and the mix
+    is up within 3 s of the noise; the next clean stretch stops it again."""
+    speech = _continuous_speech()
+    rng = np.random.default_rng(4)
+    noisy = mix_at_snr(speech, looped_segment(_noises()[0], len(speech), rng), 5)[0]
+    x = np.concatenate([speech, noisy, speech])
+    gate = GatedDenoiser(dfn)
+    y = _stream(gate, x)
+    n, counters = len(speech), gate.gate_counters()
+    assert len(y) == len(x) and np.array_equal(y[:n], speech)  # the first clean stretch: untouched
+    assert counters["denoiser_starts"] >= 2 and 0.3 < counters["denoiser_off_share"] < 0.7, counters
+    assert gate.denoised_samples < 0.8 * len(x)  # what it costs: less than the whole stream
+    onset = n / 16000
+    engaged = gate.decisions_between(onset + 3.0, 2 * onset)
+    assert engaged and engaged["mix"] > 0.2, engaged
+    asleep_at_end = gate.asleep
+    awake = GatedDenoiser(dfn, sleep=False)
+    _stream(awake, x)
+    assert awake.gate_counters()["denoiser_off_share"] == 0.0 and awake.denoised_samples == len(x)
+    assert asleep_at_end, counters  # the last clean stretch (14 s) stopped it again
 
 
 def _clean_clips():

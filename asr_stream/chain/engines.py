@@ -23,6 +23,7 @@ class Engines:
     denoiser: DenoiserEngine
     recognizer: RecognizerEngine
     gate: bool = True
+    gate_sleep: bool = True
 
     def create_streams(self, live: bool | None = None) -> tuple[Denoiser, Recognizer]:
         """`live`: the stream's audio comes at wall-clock rate (True) or as fast as it is read
@@ -32,7 +33,7 @@ class Engines:
         if self.gate and denoiser.name != "none":
             from asr_stream.denoisers.gate import GatedDenoiser
 
-            denoiser = GatedDenoiser(denoiser)
+            denoiser = GatedDenoiser(denoiser, sleep=self.gate_sleep)
         if live is not None and getattr(self.recognizer, "paced_streams", False):
             return denoiser, self.recognizer.create_stream(live=live)
         return denoiser, self.recognizer.create_stream()
@@ -62,12 +63,14 @@ def load_engines(s) -> Engines:
         raise UserError(f"unknown device '{s.device}' (use cpu or cuda)")
     if s.threads < 1:
         raise UserError(f"--threads must be at least 1, got {s.threads}")
-    if not isinstance(s.gate, bool):
-        raise UserError(f"gate must be true or false, got {s.gate!r}")
+    for name in ("gate", "gate_sleep"):
+        if not isinstance(getattr(s, name), bool):
+            raise UserError(f"{name} must be true or false, got {getattr(s, name)!r}")
     configure_threads(s.threads)
     options = stage_options(s)
     return Engines(_cached("denoiser", s.denoiser, options, load_denoiser_engine),
-                   _cached("recognizer", s.asr, options, load_recognizer_engine), gate=s.gate)
+                   _cached("recognizer", s.asr, options, load_recognizer_engine), gate=s.gate,
+                   gate_sleep=s.gate_sleep)
 
 
 def _cached(kind: str, spec: str, options: dict, load):

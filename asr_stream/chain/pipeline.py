@@ -28,6 +28,7 @@ class Settings:
     max_seconds: float | None = None  # stop after this many seconds of audio
     denoiser: str = "deepfilternet"
     gate: bool = True  # mix the denoised audio with the input by estimated SNR (denoisers/gate.py)
+    gate_sleep: bool = True  # ... and stop the denoiser while the input reads clean
     atten_lim_db: float = 20.0
     dry: float = 0.0  # Demucs: share of the input mixed back (out = dry*x + (1-dry)*denoised)
     denoise_hop: int | None = None  # Demucs: samples per step (default: one deep frame, 16 ms)

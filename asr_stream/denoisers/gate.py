@@ -12,6 +12,13 @@ anchored to them, so the output is the same however the audio is cut into calls.
 
 The gate adds no latency: the denoiser's output is aligned with its input, and the matching
 input samples wait in a short queue.
+
+While the gate has passed the input through for a few seconds and the input alone reads clean
+(`noise_estimate.InputLevel`), the denoiser stops: the input goes out as it is and the denoiser
+costs nothing. When the input reads noisy again the denoiser starts from a fresh state, first
+fed the last second of input (its output for that is thrown away) so it is warm when its output
+is heard, and the mix ramps up as before. Starting and stopping happen at reading points from a
+fresh state, so the output still does not depend on how the audio is cut.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_stream.denoisers.noise_estimate import NoiseEstimator
+from asr_stream.denoisers.noise_estimate import InputLevel, NoiseEstimator
 from asr_stream.stages import Denoiser
 
 CALIBRATION = Path(__file__).with_name("gate_calibration.json")  # made by recipes/gate/calibrate.py
@@ -34,6 +41,14 @@ BABBLE_VAD = 0.5  # mean VAD probability of the noise above which it counts as b
 # in babble, 0.02-0.10 in other real noise)
 READ_EVERY = 1600  # samples between readings of the estimator (and decisions kept in the timeline) ...
 TIMELINE_SPAN = 1200  # ... for the last 2 minutes, so captions can say what their audio got
+WAKE_DB = 22.0  # the input alone reading below this starts the denoiser (InputLevel dB over 3 s: real
+# noise at 10 and 5 dB SNR after clean speech reads below it within 2.5 s; clean read speech stays
+# above it about three quarters of the time; BENCHMARKS.md has what the gate bench measures)
+SLEEP_MARGIN_DB = 5.0  # ... and it stops only while the input reads this much above WAKE_DB,
+SLEEP_AFTER_S = 3.0  # after the gate has passed the input through for this long,
+MIN_AWAKE_S = 5.0  # and not before it has run this long (a start and a stop cost a model load)
+WARM_S = 1.0  # input the denoiser is fed again when it starts, its output thrown away
+WARM_GAP = 4000  # samples: a denoiser's latency is less than this
 
 
 @lru_cache(maxsize=1)
@@ -60,9 +75,10 @@ class GatedDenoiser:
     """A `stages.Denoiser` over another one. `gate_counters()` says what it decided."""
 
     def __init__(self, inner: Denoiser, curve=None, babble_curve=None, estimator_map=None,
-                 start_mix: float = 0.0, ramp_s: float = 0.25):
+                 start_mix: float = 0.0, ramp_s: float = 0.25, sleep: bool = True):
         """`curve` / `babble_curve`: (SNR dB, mix) points for noise and for speech-like noise
-        (default: the calibration's for this denoiser)."""
+        (default: the calibration's for this denoiser). `sleep`: stop the denoiser while the
+        input reads clean (see the module)."""
         from asr_stream.io.vad import SileroVAD
 
         self.inner = inner
@@ -76,14 +92,28 @@ class GatedDenoiser:
         self.step = 1.0 / (ramp_s * 16000)  # largest change of mix per sample
         self.estimator = NoiseEstimator(calibration=estimator_map or calibration["estimator_map"],
                                         speech_detector=SileroVAD())
+        self.level = InputLevel(window_s=3.0)
+        self.sleep = bool(sleep)
+        self.warm = int(WARM_S * 16000)
         self.reset()
 
     def reset(self) -> None:
         self.inner.reset()
         self.estimator.reset()
+        self.level.reset()
         self.mix = self.target = self.start_mix
-        self._pending = np.zeros(0, np.float32)  # input samples whose denoised twins are not out yet
-        self.samples = 0
+        self._pending = np.zeros(0, np.float32)  # input samples not out yet, from stream sample `samples` on
+        self._denoised = np.zeros(0, np.float32)  # their denoised twins, as far as the denoiser has got
+        self._inner_at = 0  # the stream sample the denoiser's next output sample belongs to
+        self._history = np.zeros(0, np.float32)  # recent input, from stream sample `_history_at` on
+        self._history_at = 0
+        self.asleep = self.sleep and self.start_mix == 0.0
+        self._awake_at = 0  # where the denoiser last started
+        self._passing_since: int | None = None  # since when the gate has passed the input through
+        self.samples = 0  # samples out
+        self.asleep_samples = 0
+        self.denoised_samples = 0  # samples the denoiser was fed, warm-up included
+        self.wakes = 0
         self.seconds_by_bin = [0.0] * (len(MIX_BINS) + 1)
         self.mix_seconds = 0.0  # integral of mix over time: mean mix = mix_seconds / seconds
         self.snr_readings = 0
@@ -95,28 +125,65 @@ class GatedDenoiser:
         self._timeline: deque = deque(maxlen=TIMELINE_SPAN)  # per reading: (sample, mix, snr or None, babble)
 
     def process(self, hop: np.ndarray) -> np.ndarray:
-        self._pending = np.concatenate([self._pending, np.asarray(hop, np.float32)])
-        return self._mix(self.inner.process(hop))
+        x = np.asarray(hop, np.float32)
+        self._pending = np.concatenate([self._pending, x])
+        self._history = np.concatenate([self._history, x])
+        if not self.asleep:
+            self._take(self._denoise(x))
+        return self._emit()
 
     def flush(self) -> np.ndarray:
-        return self._mix(self.inner.flush())
-
-    def _mix(self, e: np.ndarray) -> np.ndarray:
-        n = len(e)
-        if not n:
-            return e
-        x, self._pending = self._pending[:n], self._pending[n:]
-        out = np.empty(n, np.float32)
-        start = 0
-        while start < n:  # blocks that end on reading points: the output never depends on call sizes
-            end = min(n, start + READ_EVERY - self.samples % READ_EVERY)
-            out[start:end] = self._mix_block(x[start:end], e[start:end])
-            start = end
+        if not self.asleep:
+            self._take(self.inner.flush())
+        out = self._emit()
+        if len(self._pending):  # the denoiser stopped while its tail was due: the rest as it is
+            self.asleep, self._denoised = True, self._denoised[:0]
+            out = np.concatenate([out, self._emit()])
         return out
+
+    def _denoise(self, x: np.ndarray) -> np.ndarray:
+        self.denoised_samples += len(x)
+        return self.inner.process(x)
+
+    def _take(self, e: np.ndarray) -> None:
+        """Denoised samples for the stream from `_inner_at` on; those already out are dropped."""
+        due = self.samples + len(self._denoised)  # the stream sample the queue needs next
+        drop = min(len(e), max(0, due - self._inner_at))
+        self._inner_at += len(e)
+        self._denoised = np.concatenate([self._denoised, np.asarray(e[drop:], np.float32)])
+
+    def _emit(self) -> np.ndarray:
+        """Out as far as the input (asleep) or its denoised twins (awake) go, in blocks that end on
+        reading points: the output never depends on call sizes."""
+        out = []
+        while True:
+            ready = len(self._pending) if self.asleep else len(self._denoised)
+            if not ready:
+                break
+            n = min(ready, READ_EVERY - self.samples % READ_EVERY)
+            x, self._pending = self._pending[:n], self._pending[n:]
+            if self.asleep:
+                out.append(self._pass_block(x))
+            else:
+                e, self._denoised = self._denoised[:n], self._denoised[n:]
+                out.append(self._mix_block(x, e))
+            if self.samples % READ_EVERY == 0:
+                self._at_reading_point()
+        keep = self.samples - self.warm - self._history_at  # input the next start may need again
+        if keep > 0:
+            self._history, self._history_at = self._history[keep:], self._history_at + keep
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def _pass_block(self, x: np.ndarray) -> np.ndarray:
+        self.level.update(x)
+        self.asleep_samples += len(x)
+        self._count(np.zeros(len(x), np.float32))
+        return x.copy()
 
     def _mix_block(self, x: np.ndarray, e: np.ndarray) -> np.ndarray:
         """Samples up to the next reading point: mix follows the ramp from the last decision."""
         n = len(x)
+        self.level.update(x)
         self.estimator.update(x, e)
         since = (self.samples - self._ramp_start) + np.arange(1, n + 1)
         ramp = self._ramp_mix + np.clip(self.target - self._ramp_mix, -self.step * since, self.step * since)
@@ -124,12 +191,53 @@ class GatedDenoiser:
         if self.babble:
             self.babble_samples += n
         self._count(ramp)
-        if self.samples % READ_EVERY == 0:  # the window is 1.5 s: a reading per 100 ms is plenty
-            self._decide(self.estimator.reading())
-            self._ramp_start, self._ramp_mix = self.samples, self.mix
-            self._timeline.append((self.samples, self.mix, self.last_snr_db, self.babble))
         m = ramp.astype(np.float32)
         return ((1 - m) * x + m * e).astype(np.float32)  # exactly x at mix 0 and e at mix 1
+
+    def _at_reading_point(self) -> None:
+        level = self.level.snr_db()
+        if self.asleep:
+            if level is not None and level < WAKE_DB:
+                self._wake()
+        else:  # the window is 1.5 s: a reading per 100 ms is plenty
+            self._decide(self.estimator.reading())
+            self._ramp_start, self._ramp_mix = self.samples, self.mix
+            if self.target == 0.0 and self.mix == 0.0:
+                if self._passing_since is None:
+                    self._passing_since = self.samples
+            else:
+                self._passing_since = None
+            if (self.sleep and self._passing_since is not None
+                    and self.samples - self._passing_since >= SLEEP_AFTER_S * 16000
+                    and self.samples - self._awake_at >= MIN_AWAKE_S * 16000
+                    and (level is None or level >= WAKE_DB + SLEEP_MARGIN_DB)):
+                self._fall_asleep()
+        self._timeline.append((self.samples, self.mix, None if self.asleep else self.last_snr_db, self.babble))
+
+    def _wake(self) -> None:
+        """Start the (fresh) denoiser on the last `warm` samples, so it is warm from here on."""
+        self.asleep = False
+        self.wakes += 1
+        self._awake_at = self._ramp_start = self.samples
+        self._ramp_mix = self.mix = self.target = 0.0
+        self._passing_since = None
+        start = max(self._history_at, self.samples - self.warm)
+        self._inner_at = start
+        x = self._history[start - self._history_at :]
+        e = self._denoise(x)
+        # the estimator reads from the warm-up on (it skips the denoiser's settling itself), up to
+        # a fixed 0.25 s before here: how much of the rest is out yet depends on the call sizes
+        self.estimator.reset()
+        n = min(len(e), self.samples - start - WARM_GAP)
+        if n > 0:
+            self.estimator.update(x[:n], e[:n])
+        self._take(e)
+
+    def _fall_asleep(self) -> None:
+        self.asleep = True
+        self._denoised = self._denoised[:0]
+        self._passing_since = None
+        self.inner.reset()  # fresh for the next start (a model load, if any, happens now)
 
     def _decide(self, reading) -> None:
         self.babble = reading.speech_like is not None and reading.speech_like >= BABBLE_VAD
@@ -168,4 +276,6 @@ class GatedDenoiser:
             "babble_share": round(self.babble_samples / self.samples, 3) if self.samples else None,
             "mean_snr_db": round(self.snr_sum / self.snr_readings, 1) if self.snr_readings else None,
             "last_snr_db": None if self.last_snr_db is None else round(self.last_snr_db, 1),
+            "denoiser_off_share": round(self.asleep_samples / self.samples, 3) if self.samples else None,
+            "denoiser_starts": self.wakes,
         }

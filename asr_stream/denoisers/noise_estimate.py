@@ -138,3 +138,41 @@ def calibrated(points, raw: float | None) -> float | None:
     xs, ys = zip(*points)
     i = int(np.clip(np.searchsorted(xs, raw) - 1, 0, len(xs) - 2))
     return ys[i] + (ys[i + 1] - ys[i]) / (xs[i + 1] - xs[i]) * (raw - xs[i])
+
+
+class InputLevel:
+    """A rough SNR from the input alone, for while no denoiser runs: over the last `window_s`,
+    the quietest fifth of the 10 ms frames is the noise floor and the loudest half, less that
+    floor, the speech. Pauses between words give the floor away; where there are none, or the
+    noise comes and goes, the floor reads high and the SNR low, which errs towards starting the
+    denoiser (CPU), never towards leaving noise in (words). A few sums per hop, no model."""
+
+    def __init__(self, window_s: float = 1.5):
+        self.size = max(10, int(round(window_s * 100)))
+        self.reset()
+
+    def reset(self) -> None:
+        self._p = np.zeros(self.size)
+        self._filled = self._next = 0
+        self._carry = np.zeros(0, np.float32)
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.concatenate([self._carry, np.asarray(x, np.float32)])
+        n = len(x) // FRAME * FRAME
+        self._carry = x[n:]
+        for p in (x[:n].reshape(-1, FRAME).astype(np.float64) ** 2).mean(1):
+            self._p[self._next] = p
+            self._next = (self._next + 1) % self.size
+            self._filled = min(self._filled + 1, self.size)
+
+    def snr_db(self) -> float | None:
+        """None before half a second of input; inf when the floor is digital silence."""
+        k = self._filled
+        if k < MIN_FRAMES:
+            return None
+        p = np.sort(self._p[:k])
+        floor = float(p[: max(1, k // 5)].mean())
+        if floor <= 0 or 10 * math.log10(floor) < SILENCE_DBFS:
+            return math.inf
+        speech = max(float(p[k // 2 :].mean()) - floor, 1e-3 * floor)
+        return 10 * math.log10(speech / floor)

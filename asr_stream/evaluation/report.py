@@ -59,13 +59,16 @@ def markdown(rows: list[dict], plots: dict[str, str] | None = None, heading: str
     if any(r.get("gate") for r in rows):
         L += ["", f"{heading} What the denoiser gate chose", "",
               "Mix = share of the denoised audio in what the recogniser heard (0 = the input as it was), "
-              "averaged over time; bypassed = share of the audio with the denoiser bypassed; SNR = the "
-              "gate's own estimate, averaged over its readings.", "",
-              "| chain | condition | mean mix | bypassed | estimated SNR dB |", "|---|---|---|---|---|"]
+              "averaged over time; bypassed = share of the audio with the denoiser bypassed; off = share "
+              "with the denoiser stopped (the input read clean); SNR = the gate's own estimate, averaged "
+              "over its readings.", "",
+              "| chain | condition | mean mix | bypassed | denoiser off | estimated SNR dB |",
+              "|---|---|---|---|---|---|"]
         for ch, c, r in cells:
             g = r.get("gate")
             if g:
-                L.append(f"| {ch} | {c} | {g['mix']:.2f} | {100 * g['bypassed']:.0f} % | {_f(g['snr_db'], 1)} |")
+                L.append(f"| {ch} | {c} | {g['mix']:.2f} | {100 * g['bypassed']:.0f} % "
+                         f"| {100 * g.get('off', 0.0):.0f} % | {_f(g['snr_db'], 1)} |")
     if any(r.get("pesq") is not None or r.get("dnsmos") for r in rows):
         L += ["", f"{heading} What the recogniser heard: enhancement quality", "",
               "PESQ-WB and STOI against the clean speech (the clean recording, or the utterance before "

@@ -195,6 +195,7 @@ def summarize(clips: list[dict], language: str = "en") -> list[dict]:
             snrs = [g["mean_snr_db"] for g, _ in gates if g.get("mean_snr_db") is not None]
             row["gate"] = {"mix": sum(g["mean_mix"] * a for g, a in gates) / secs,
                            "bypassed": sum(g["bypassed_share"] * a for g, a in gates) / secs,
+                           "off": sum((g.get("denoiser_off_share") or 0.0) * a for g, a in gates) / secs,
                            "snr_db": float(np.mean(snrs)) if snrs else None}
         for key in ("pesq", "stoi"):
             values = [c["quality"][key] for c in group if c.get("quality", {}).get(key) is not None]
