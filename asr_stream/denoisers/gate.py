@@ -17,8 +17,9 @@ While the gate has passed the input through for a few seconds and the input alon
 (`noise_estimate.InputLevel`), the denoiser stops: the input goes out as it is and the denoiser
 costs nothing. When the input reads noisy again the denoiser starts from a fresh state, first
 fed the last second of input (its output for that is thrown away) so it is warm when its output
-is heard, and the mix ramps up as before. Starting and stopping happen at reading points from a
-fresh state, so the output still does not depend on how the audio is cut.
+is heard, and the mix ramps up as before. A stream starts with the denoiser running (starting
+it stopped cost words at the start of noisy streams). Starting and stopping happen at reading
+points from a fresh state, so the output still does not depend on how the audio is cut.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class GatedDenoiser:
         self._inner_at = 0  # the stream sample the denoiser's next output sample belongs to
         self._history = np.zeros(0, np.float32)  # recent input, from stream sample `_history_at` on
         self._history_at = 0
-        self.asleep = self.sleep and self.start_mix == 0.0
+        self.asleep = False  # a stream starts with it running: its first words may be in noise
         self._awake_at = 0  # where the denoiser last started
         self._passing_since: int | None = None  # since when the gate has passed the input through
         self.samples = 0  # samples out
