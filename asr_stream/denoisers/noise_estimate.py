@@ -160,10 +160,10 @@ class InputLevel:
         x = np.concatenate([self._carry, np.asarray(x, np.float32)])
         n = len(x) // FRAME * FRAME
         self._carry = x[n:]
-        for p in (x[:n].reshape(-1, FRAME).astype(np.float64) ** 2).mean(1):
-            self._p[self._next] = p
-            self._next = (self._next + 1) % self.size
-            self._filled = min(self._filled + 1, self.size)
+        powers = (x[:n].reshape(-1, FRAME).astype(np.float64) ** 2).mean(1)[-self.size :]
+        self._p[(self._next + np.arange(len(powers))) % self.size] = powers
+        self._next = (self._next + len(powers)) % self.size
+        self._filled = min(self._filled + len(powers), self.size)
 
     def snr_db(self) -> float | None:
         """None before half a second of input; inf when the floor is digital silence."""
