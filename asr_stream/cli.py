@@ -256,6 +256,7 @@ def build_loadtest_parser() -> argparse.ArgumentParser:
 def run_loadtest(argv: list[str]) -> int:
     import json
 
+    from asr_stream.runtime.threads import usable_cores
     from asr_stream.serve import loadtest
 
     args = build_loadtest_parser().parse_args(argv)
@@ -278,9 +279,9 @@ def run_loadtest(argv: list[str]) -> int:
     targets = loadtest.Targets(final_p95_s=args.final_p95)
     longest = max(ladder) if ladder else args.max_streams
     if args.server:
-        run = _remote_load_runner(args, files, targets)
+        run, chain = _remote_load_runner(args, files, targets)
     else:
-        run = _local_load_runner(args, settings, files, targets)
+        run, chain = _local_load_runner(args, settings, files, targets)
     print(loadtest.HEADER, flush=True)
 
     capacity, results = loadtest.find_capacity(run, max_streams=longest, ladder=ladder,
@@ -288,7 +289,9 @@ def run_loadtest(argv: list[str]) -> int:
     print(f"capacity: {capacity} real-time stream{'s' if capacity != 1 else ''} hold the targets on this machine")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"capacity": capacity, "results": [r.as_dict() for r in results]}, f, indent=2)
+            # chain and cores: what `serve --capacity FILE` checks it is measured for
+            json.dump({"capacity": capacity, "chain": chain, "cores": usable_cores(), "final_p95_s": args.final_p95,
+                       "server": args.server, "results": [r.as_dict() for r in results]}, f, indent=2)
             f.write("\n")
     return 0
 
@@ -305,7 +308,11 @@ def build_serve_parser() -> argparse.ArgumentParser:
     net.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     net.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     net.add_argument("--max-sessions", type=int, default=8,
-                     help="sessions at once; past it handshakes get HTTP 503 (default 8)")
+                     help="sessions at once at most; past the limit handshakes get HTTP 503 (default 8)")
+    net.add_argument("--capacity", default="auto", metavar="auto|off|FILE",
+                     help="the session limit under --max-sessions: auto measures one session of the chain at start "
+                          "and takes what the cores hold; FILE is an 'asr-stream loadtest --json' run of the same "
+                          "chain (the sessions it held); off: --max-sessions alone (default auto)")
     net.add_argument("--max-session-seconds", type=float, help="wall-clock limit per session (default none)")
     net.add_argument("--max-frame-bytes", type=int, default=1 << 20, help="largest audio frame (default 1 MiB)")
     net.add_argument("--wyoming", metavar="tcp://HOST:PORT",
@@ -351,13 +358,14 @@ def run_serve(argv: list[str]) -> int:
                           token=args.token if args.token is not None else os.environ.get("ASR_STREAM_TOKEN") or None,
                           allow_origins=tuple(o.rstrip("/") for o in args.allow_origin), drain_s=args.drain_seconds,
                           workers=args.workers, stream_threads=args.stream_threads,
-                          max_backlog_s=args.max_backlog_s, warm_up=args.warm_up,
+                          max_backlog_s=args.max_backlog_s, warm_up=args.warm_up, capacity=args.capacity,
                           **({"instance": args.instance} if args.instance else {}))
     return serve(settings, config, log_format=args.log_format)
 
 
 def _local_load_runner(args, settings, files, targets):
     from asr_stream.serve import loadtest
+    from asr_stream.serve.admission import describe_chain
     from asr_stream.chain.engines import load_engines
     from asr_stream.runtime.threads import usable_cores
 
@@ -375,7 +383,7 @@ def _local_load_runner(args, settings, files, targets):
         return loadtest.run_load(engines, tracks, stagger_s=args.stagger_s, workers=workers,
                                  max_backlog_s=args.max_backlog_s, targets=targets)
 
-    return run
+    return run, describe_chain(settings, engines.denoiser.name, engines.recognizer.name)
 
 
 def _remote_load_runner(args, files, targets):
@@ -397,7 +405,7 @@ def _remote_load_runner(args, files, targets):
         tracks = loadtest.speech_tracks(files, n, args.seconds)
         return loadtest.run_remote_load(args.server, tracks, stagger_s=args.stagger_s, token=token, targets=targets)
 
-    return run
+    return run, loadtest.server_chain(args.server)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,10 +99,15 @@ class Daemon:
             return None
 
     def get(self, path: str) -> str:
+        """The body, whatever the status (/readyz answers 503 with its reasons)."""
+        import urllib.error
         import urllib.request
 
-        with urllib.request.urlopen(self.http + path, timeout=10) as r:
-            return r.read().decode()
+        try:
+            with urllib.request.urlopen(self.http + path, timeout=10) as r:
+                return r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.read().decode()
 
     def metric(self, name: str, **labels) -> float:
         """One sample's value from /metrics (0 when absent)."""

@@ -50,3 +50,18 @@ class PoisonedDenoiser(Passthrough):
 
 def poisoned_denoiser(**options):
     return PoisonedDenoiser()
+
+
+class SlowDenoiser(Passthrough):
+    """Takes twice as long as the audio it is given (a user's model too heavy for the box): a live
+    session through it falls further behind every second."""
+
+    name = "slow"
+
+    def process(self, hop):
+        time.sleep(2.0 * len(hop) / 16000)
+        return hop
+
+
+def slow_denoiser(**options):
+    return SlowDenoiser()

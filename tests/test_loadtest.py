@@ -48,6 +48,10 @@ def test_loadtest_runs_real_time_sessions_and_reports_each_n(tmp_path):
         assert r["audio_seconds"] == 8.0 and r["rss_mb"] > 50
     assert report["capacity"] in (0, 1, 3)
     assert report["results"][1]["batch"]["requests"] > 0
+    # what `serve --capacity FILE` checks the file against
+    assert report["chain"]["denoiser"] == "none" and report["chain"]["recognizer"] == "nemo" and report["cores"] >= 1
+    stages = report["results"][0]["stage_s_per_stream"]
+    assert stages["denoiser"] < stages["recognizer"] and 0 < stages["recognizer"] < 1.0, stages  # keeps up, live
 
 
 def test_loadtest_bad_input_is_a_one_line_error():

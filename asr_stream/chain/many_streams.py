@@ -328,6 +328,26 @@ def warm_up(engines, track: np.ndarray, seconds: float = 3.0) -> None:
         scheduler.close()
 
 
+def session_cost(engines, seconds: float = 8.0) -> float:
+    """CPU seconds per second of audio of one session over the bundled speech sample, fed at once
+    with every partial decoded (live sessions do no more): what the daemon's capacity estimate
+    divides the cores by. Process CPU time, so the models' own threads count too."""
+    from asr_stream.io.audio_files import load_16k
+    from asr_stream.resources import sample_wav
+
+    track = load_16k(sample_wav())[: int(seconds * SAMPLE_RATE)]
+    scheduler = MultiStreamScheduler(engines, workers=1, max_backlog_s=len(track) / SAMPLE_RATE + 1)
+    t0 = time.process_time()
+    try:
+        s = scheduler.open_stream(on_hypothesis=lambda *_: None, live=False)
+        s.accept_waveform(track, block=True)
+        s.finish()
+        s.closed.wait(120)
+    finally:
+        scheduler.close()
+    return (time.process_time() - t0) / (len(track) / SAMPLE_RATE)
+
+
 def warm_up_on_sample(engines, seconds: float = 2.0) -> None:
     """The warm-up on the clip bundled with the package (a daemon, or one of its workers, before
     its first client)."""

@@ -51,6 +51,7 @@ class LoadResult:
     holds: bool = False
     batch: dict = field(default_factory=dict)
     client_cpu_per_stream: float | None = None  # --server: this client's own CPU, on the same machine
+    stage_s_per_stream: dict = field(default_factory=dict)  # seconds in each stage per second of one stream's audio
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -172,7 +173,9 @@ def run_load(engines, tracks: list[np.ndarray], stagger_s: float = 1.0, workers:
         dropped_seconds=round(sum(s.dropped_samples for s in sessions) / SAMPLE_RATE, 3),
         skipped_partials=sum(int(getattr(s.recognizer, "skipped_partials", 0)) for s in sessions),
         errors=errors, mean_batch=round(requests / calls, 3) if calls else None,
-        drain_seconds=round(drained - fed_at, 3), batch={"calls": calls, "requests": requests})
+        drain_seconds=round(drained - fed_at, 3), batch={"calls": calls, "requests": requests},
+        stage_s_per_stream={stage: round(sum(s.stage_busy_s[stage] for s in sessions) / (n * audio_s), 4)
+                            for stage in ("denoiser", "recognizer")})
     result.holds = (not errors and result.dropped_seconds <= targets.max_dropped_s and result.final_p95_s is not None
                     and result.final_p95_s <= targets.final_p95_s)
     return result
@@ -228,8 +231,8 @@ def format_result(r: LoadResult) -> str:
 
 
 # -- against a running daemon (`asr-stream loadtest --server URL`) ------------------------
-def scrape(server: str, names: tuple[str, ...]) -> dict[str, float]:
-    """Sums of the named samples on the daemon's /metrics."""
+def _metric_samples(server: str):
+    """Every sample on the daemon's /metrics."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -241,16 +244,47 @@ def scrape(server: str, names: tuple[str, ...]) -> dict[str, float]:
             text = r.read().decode()
     except OSError as exc:
         raise UserError(f"cannot read {http_url(server, '/metrics')}: {exc}") from None
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def scrape(server: str, names: tuple[str, ...]) -> dict[str, float]:
+    """Sums of the named samples on the daemon's /metrics."""
     out = dict.fromkeys(names, 0.0)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in out:
-                out[sample.name] += sample.value
+    for sample in _metric_samples(server):
+        if sample.name in out:
+            out[sample.name] += sample.value
     return out
+
+
+def server_chain(server: str) -> dict:
+    """The chain the daemon runs, from its /readyz (answered with 503 too, while it is full)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from asr_stream.serve.remote import http_url
+
+    try:
+        with urllib.request.urlopen(http_url(server, "/readyz"), timeout=10) as r:
+            body = r.read()
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+    except OSError as exc:
+        raise UserError(f"cannot read {http_url(server, '/readyz')}: {exc}") from None
+    try:
+        return json.loads(body).get("chain") or {}
+    except (ValueError, AttributeError):
+        return {}
 
 
 SERVER_METRICS = ("process_cpu_seconds_total", "process_resident_memory_bytes",
                   "asr_stream_worker_cpu_seconds_total", "asr_stream_worker_resident_memory_bytes")
+
+
+def stage_busy(server: str) -> dict[str, float]:
+    """Seconds the daemon's sessions have spent in each stage (its asr_stream_stage_busy_seconds)."""
+    return {sample.labels["stage"]: sample.value for sample in _metric_samples(server)
+            if sample.name == "asr_stream_stage_busy_seconds_total"}
 
 
 def daemon_usage(server: str) -> tuple[float, float]:
@@ -326,6 +360,7 @@ def run_remote_load(server: str, tracks: list[np.ndarray], stagger_s: float = 1.
 
     n = len(tracks)
     cpu_before, rss = daemon_usage(server)
+    busy_before = stage_busy(server)
 
     async def main():
         nonlocal rss
@@ -342,6 +377,7 @@ def run_remote_load(server: str, tracks: list[np.ndarray], stagger_s: float = 1.
     wall, client_cpu = time.monotonic() - t0, time.process_time() - client0
     cpu_after, rss_after = daemon_usage(server)
     cpu = cpu_after - cpu_before
+    busy = {k: v - busy_before.get(k, 0.0) for k, v in stage_busy(server).items()}
     partial, final = RollingLatency(), RollingLatency()
     errors, dropped, skipped, drains = [], 0, 0, []
     for i, r in enumerate(results):
@@ -363,7 +399,8 @@ def run_remote_load(server: str, tracks: list[np.ndarray], stagger_s: float = 1.
         rss_mb=round(max(rss, rss_after) / 2**20, 1),
         dropped_seconds=round(dropped / SAMPLE_RATE, 3), skipped_partials=int(skipped), errors=errors,
         mean_batch=None, drain_seconds=round(max(drains, default=0.0), 3),
-        client_cpu_per_stream=round(client_cpu / (n * audio_s), 4))
+        client_cpu_per_stream=round(client_cpu / (n * audio_s), 4),
+        stage_s_per_stream={k: round(v / (n * audio_s), 4) for k, v in busy.items()})
     result.holds = (not errors and result.dropped_seconds <= targets.max_dropped_s and result.final_p95_s is not None
                     and result.final_p95_s <= targets.final_p95_s)
     return result

@@ -42,7 +42,7 @@ class ServerMetrics:
                                   ["stage"], registry=r)
         self.ready = Gauge("asr_stream_ready", "1 when engines are loaded and the server is not draining",
                            registry=r)
-        self.max_sessions = Gauge("asr_stream_max_sessions", "The session limit (--max-sessions)", registry=r)
+        self.max_sessions = Gauge("asr_stream_max_sessions", "The session limit: measured for the chain, at most --max-sessions", registry=r)
         # for finding what grows in a long-running daemon: run it with PYTHONTRACEMALLOC=1
         self.traced_bytes = Gauge("asr_stream_python_traced_bytes",
                                   "Python allocations alive after a collection (only with PYTHONTRACEMALLOC=1)",
@@ -100,4 +100,4 @@ class WorkerCollector:
 
 def refusal_reason(state: str) -> str:
     """The metrics label of a refusal in `state` (restarting counts as loading)."""
-    return {"full": "capacity", "draining": "draining"}.get(state, "loading")
+    return {"full": "capacity", "behind": "capacity", "draining": "draining"}.get(state, "loading")

@@ -30,11 +30,12 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from asr_stream import SAMPLE_RATE, __version__
-from asr_stream.serve import protocol as p
+from asr_stream.serve import admission, protocol as p
 from asr_stream.errors import UserError
 from asr_stream.io.framer import sanitize
 from asr_stream.serve.prometheus import CONTENT_TYPE_LATEST, ServerMetrics, refusal_reason
 from asr_stream.io.resampler import StreamingResampler
+from asr_stream.runtime.memory import release_free_memory
 from asr_stream.runtime.threads import usable_cores
 from asr_stream.serve.openai_api import PATH as TRANSCRIPTIONS_PATH, TranscriptionEndpoint
 
@@ -64,6 +65,7 @@ class ServerConfig:
     max_backlog_s: float = 4.0
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     warm_up: bool = True
+    capacity: str = "auto"  # auto | off | a loadtest JSON file (admission.py)
 
 
 def _check_config(c: ServerConfig) -> None:
@@ -85,6 +87,7 @@ def _check_config(c: ServerConfig) -> None:
         parse_uri(c.wyoming)
     if c.token is not None and not c.token:
         raise UserError("--token must not be empty")
+    admission.parse_mode(c.capacity)
 
 
 class CaptionServer:
@@ -95,9 +98,11 @@ class CaptionServer:
         self.settings = settings
         self.config = config
         self.metrics = ServerMetrics()
+        self.capacity = admission.fixed(config.max_sessions)  # until the engines are loaded and measured
         self.metrics.max_sessions.set(config.max_sessions)
         self.chain: dict[str, str] | None = None  # the loaded chain's stage names
         self.scheduler = None  # a MultiStreamScheduler in this process, or a WorkerPool
+        self.engines_here = False  # the engines in this process (--workers 0)
         self.load_error: BaseException | None = None
         self.draining = False
         self.connections: dict[str, Connection] = {}
@@ -120,29 +125,54 @@ class CaptionServer:
         t0 = time.monotonic()
         c = self.config
         workers = default_workers() if c.workers is None else c.workers
+        measure = c.capacity == "auto" and c.warm_up
+        cost = None
         if workers:
             from asr_stream.serve.worker_pool import WorkerPool
 
             pool = await asyncio.to_thread(WorkerPool, self.settings, workers, c.stream_threads, c.max_backlog_s,
-                                           c.warm_up)
+                                           c.warm_up, measure)
             self.scheduler = pool
             await asyncio.to_thread(pool.wait_ready)
             self.metrics.watch_workers(pool)
             denoiser, recognizer = pool.names
+            cost = pool.session_cost
         else:
             from asr_stream.chain.engines import load_engines
-            from asr_stream.chain.many_streams import MultiStreamScheduler, warm_up_on_sample
+            from asr_stream.chain.many_streams import MultiStreamScheduler, session_cost, warm_up_on_sample
 
             engines = await asyncio.to_thread(load_engines, self.settings)
             if c.warm_up:
                 await asyncio.to_thread(warm_up_on_sample, engines)
+            if measure:
+                cost = await asyncio.to_thread(session_cost, engines)
             self.scheduler = MultiStreamScheduler(engines, workers=c.stream_threads * usable_cores(),
                                                   max_backlog_s=c.max_backlog_s)
+            self.engines_here = True
             denoiser, recognizer = engines.denoiser.name, engines.recognizer.name
+        try:
+            self.capacity = self._measured_capacity(denoiser, recognizer, cost)
+        except UserError:
+            self.scheduler.close()
+            raise
+        self.metrics.max_sessions.set(self.capacity.sessions)
+        log.info(f"taking up to {self.capacity.sessions} session{'s' if self.capacity.sessions != 1 else ''} "
+                 f"({self.capacity.source})", extra={"event": "capacity", "sessions": self.capacity.sessions})
         self.chain = {"denoiser": denoiser, "recognizer": recognizer}
         self.metrics.ready.set(0 if self.draining else 1)
         log.info("engines loaded", extra={"event": "ready", **self.chain, "workers": workers,
                                           "load_seconds": round(time.monotonic() - t0, 2)})
+
+    def _measured_capacity(self, denoiser: str, recognizer: str, cost: float | None) -> admission.Capacity:
+        c = self.config
+        if c.capacity == "off":
+            return admission.fixed(c.max_sessions)
+        if c.capacity == "auto":
+            if cost is None:  # --no-warm-up: nothing was run to measure
+                return admission.Capacity(c.max_sessions, "--max-sessions (not measured: --no-warm-up)")
+            return admission.from_cost(cost, c.max_sessions)
+        return admission.from_loadtest(c.capacity, admission.describe_chain(self.settings, denoiser, recognizer),
+                                       c.max_sessions)
 
     @property
     def ready(self) -> bool:
@@ -177,13 +207,10 @@ class CaptionServer:
 
     async def readyz(self, request: web.Request) -> web.Response:
         state = self._state()
-        body = {"status": state, "sessions": len(self.connections), "max_sessions": self.config.max_sessions,
-                "instance": self.config.instance}
+        body = {"status": state, "sessions": len(self.connections), "max_sessions": self.capacity.sessions,
+                "capacity": self.capacity.source, "instance": self.config.instance}
         if self.chain is not None:  # what the daemon runs (the caption page shows it)
-            model = self.settings.model or {"whisper": "tiny.en", "nemo": "an4_fastconformer_ctc"}.get(self.settings.asr, "")
-            body["chain"] = {**self.chain, "model": os.path.basename(str(model).rstrip("/")),
-                             "language": self.settings.language,
-                             "gate": bool(self.settings.gate and self.chain["denoiser"] != "none")}
+            body["chain"] = admission.describe_chain(self.settings, self.chain["denoiser"], self.chain["recognizer"])
         if hasattr(self.scheduler, "describe"):
             body["workers"] = self.scheduler.describe()
         return web.json_response(body, status=200 if state == "ready" else 503)
@@ -197,8 +224,11 @@ class CaptionServer:
             return "loading"
         if not getattr(self.scheduler, "available", True):
             return "restarting"  # every worker process is starting again
-        if len(self.connections) >= self.config.max_sessions:
+        if len(self.connections) >= self.capacity.sessions:
             return "full"
+        if admission.behind([c.session.backlog_s for c in list(self.connections.values())  # uploads are files
+                             if getattr(c, "live", False) and getattr(c, "session", None) is not None]):
+            return "behind"  # a live session is late with its captions: the box is full for now
         return "ready"
 
     async def metrics_page(self, request: web.Request) -> web.Response:
@@ -254,8 +284,9 @@ class CaptionServer:
             return self._refuse(400, "bad_request", f"{p.PATH} takes a WebSocket upgrade")
         state = self._state()
         if state != "ready":
-            return self._refuse(503, refusal_reason(state), f"not taking sessions: {state}"
-                                + (f" ({self.config.max_sessions} sessions open)" if state == "full" else ""))
+            return self._refuse(503, refusal_reason(state), f"not taking sessions: {state}" + {
+                "full": f" ({self.capacity.sessions} sessions open: {self.capacity.source})",
+                "behind": f" (a live session is more than {admission.BEHIND_S:g} s behind its audio)"}.get(state, ""))
         conn = self.admit(lambda session_id: Connection(self, ws, params, session_id, request.remote))
         conn.task = asyncio.current_task()
         try:
@@ -279,6 +310,8 @@ class CaptionServer:
     def release(self, conn: "Connection") -> None:
         self.connections.pop(conn.id, None)
         self.metrics.sessions_active.set(len(self.connections))
+        if self.engines_here:  # (worker processes give back their own)
+            self.opener.submit(release_free_memory)  # off the event loop: trimming takes a few ms
 
     async def open_file_session(self) -> tuple[object, asyncio.Queue]:
         """A session at file pace (it waits for room, never drops audio) whose finals, and None at

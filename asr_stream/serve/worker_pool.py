@@ -27,6 +27,7 @@ import numpy as np
 
 from asr_stream import SAMPLE_RATE
 from asr_stream.errors import UserError
+from asr_stream.runtime.memory import release_free_memory
 
 log = logging.getLogger("asr_stream.serve.server")
 
@@ -140,6 +141,7 @@ class _Worker:
         self.sessions: dict[int, RemoteSession] = {}
         self.last_assigned = 0
         self.names = ("", "")
+        self.session_cost: float | None = None  # CPU s per audio s of one session, when measured
         self.ready = threading.Event()
         self.load_error: str | None = None
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -147,7 +149,7 @@ class _Worker:
         self.conn = parent
         self.process = pool.context.Process(
             target=worker_main, name=f"asr-stream-worker-{index}", daemon=True,
-            args=(child, pool.settings, pool.stream_threads, pool.max_backlog_s, pool.warm_up))
+            args=(child, pool.settings, pool.stream_threads, pool.max_backlog_s, pool.warm_up, pool.measure))
         self.process.start()
         child.close()
         self.pid = self.process.pid
@@ -177,7 +179,7 @@ class _Worker:
                 break
             kind = msg[0]
             if kind == "ready":
-                self.names = msg[1], msg[2]
+                self.names, self.session_cost = (msg[1], msg[2]), msg[3]
                 self.ready.set()
                 continue
             if kind == "load_failed":
@@ -224,13 +226,14 @@ class WorkerPool:
     """`workers` processes, each with the chain's engines and `stream_threads` scheduler threads."""
 
     def __init__(self, settings, workers: int, stream_threads: int = 2, max_backlog_s: float = 4.0,
-                 warm_up: bool = True):
+                 warm_up: bool = True, measure: bool = False):
         if workers < 1:
             raise UserError(f"--workers must be at least 1, got {workers}")
         self.settings = settings
         self.stream_threads = stream_threads
         self.max_backlog_s = max_backlog_s
         self.warm_up = warm_up
+        self.measure = measure  # each worker measures one session's cost after its warm-up
         self.context = mp.get_context("spawn")  # never fork a process that holds threads and models
         self.closing = False
         self.restarts = 0
@@ -251,10 +254,17 @@ class WorkerPool:
                 self.close()
                 raise UserError(f"worker process {w.index} did not load the engines "
                                 f"(exit code {w.process.exitcode})")
+        self.measure = False  # a worker started again later serves at once
 
     @property
     def names(self) -> tuple[str, str]:
         return next((w.names for w in self.workers if w.names[0]), ("", ""))
+
+    @property
+    def session_cost(self) -> float | None:
+        """The costliest worker's measurement (CPU s per audio s of one session), if measured."""
+        costs = [w.session_cost for w in self.workers if w.session_cost is not None]
+        return max(costs) if costs else None
 
     @property
     def available(self) -> bool:
@@ -308,7 +318,8 @@ class WorkerPool:
 
 
 # -- inside a worker process ----------------------------------------------------------------
-def worker_main(conn, settings, stream_threads: int, max_backlog_s: float, warm_up: bool) -> None:
+def worker_main(conn, settings, stream_threads: int, max_backlog_s: float, warm_up: bool,
+                measure: bool = False) -> None:
     """A worker process: load the engines, then open, feed and end sessions as the daemon says."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGTERM are the daemon's to handle
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -330,13 +341,18 @@ def worker_main(conn, settings, stream_threads: int, max_backlog_s: float, warm_
             from asr_stream.chain.many_streams import warm_up_on_sample
 
             warm_up_on_sample(engines)
+        cost = None
+        if measure:
+            from asr_stream.chain.many_streams import session_cost
+
+            cost = session_cost(engines)
     except Exception as exc:  # a bad model path, a missing package: the daemon says it and exits 2
         send(("load_failed", str(exc) if isinstance(exc, UserError) else f"cannot load the engines: {exc}"))
         return
     scheduler = MultiStreamScheduler(engines, workers=stream_threads, max_backlog_s=max_backlog_s)
     sessions: dict = {}
     latencies: dict[int, list] = {}
-    send(("ready", engines.denoiser.name, engines.recognizer.name))
+    send(("ready", engines.denoiser.name, engines.recognizer.name, cost))
 
     def on_hypothesis(sid: int, session, hyp) -> None:
         if hyp is None:
@@ -369,8 +385,11 @@ def worker_main(conn, settings, stream_threads: int, max_backlog_s: float, warm_
                 if last.get(sid) != state:
                     last[sid] = state
                     send(("progress", sid, state[0], state[1], {"denoiser": state[2], "recognizer": state[3]}))
-            for sid in set(last) - set(sessions):
+            gone = set(last) - set(sessions)
+            for sid in gone:
                 last.pop(sid)
+            if gone:  # their native state has been freed by now: give the pages back
+                release_free_memory()
 
     threading.Thread(target=report, name="progress", daemon=True).start()
     opener = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-opener")

@@ -181,8 +181,9 @@ function openSession() {
     }
     // a refused handshake (full, draining, bad token) is invisible to a page: ask the probe why
     const why = await showChain();
-    if (why && why !== "ready" && why !== "full") { reconnect(session, `the daemon is ${why}`); return; }
-    setStatus(`could not open a session${why === "full" ? ": the daemon is full" : " (wrong token?)"}`);
+    const full = why === "full" || why === "behind";  // at capacity: a retry now would be refused again
+    if (why && why !== "ready" && !full) { reconnect(session, `the daemon is ${why}`); return; }
+    setStatus(`could not open a session${full ? ": the daemon is full" : " (wrong token?)"}`);
     release();
   };
 }
