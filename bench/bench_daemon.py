@@ -52,8 +52,9 @@ def chains() -> list[dict]:
 
 
 class Daemon:
-    def __init__(self, exe: Path, args: list[str]):
-        self.cmd = [str(exe), "serve", "--port", "0", "--max-sessions", "64", *args]
+    def __init__(self, exe: Path, args: list[str], capacity: str = "off"):
+        # the search measures what the box holds: no limit of the daemon's own in the way
+        self.cmd = [str(exe), "serve", "--port", "0", "--max-sessions", "64", "--capacity", capacity, *args]
         self.port = None
 
     def __enter__(self):
@@ -75,6 +76,16 @@ class Daemon:
             self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+    def readyz(self) -> dict:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=10) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return json.loads(exc.read())
 
     @property
     def shown(self) -> str:
@@ -184,6 +195,13 @@ def plot_soak(report: dict, path: Path) -> None:
     save_plot(fig, path)
 
 
+def _stages(r: dict) -> str:
+    """Seconds spent in the denoiser and the recogniser per second of one session's audio (wall
+    time of the worker thread in each stage: what a profile of the stages would split)."""
+    st = r.get("stage_s_per_stream") or {}
+    return f"{st['denoiser']:.3f} / {st['recognizer']:.3f}" if st else "n/a"
+
+
 def _ms(v) -> str:
     return "n/a" if v is None else f"{v * 1000:.0f}"
 
@@ -210,7 +228,7 @@ def main(argv=None) -> int:
     cmd = os.environ.get("BENCH_DAEMON_CMD", "python bench/bench_daemon.py")
     files = speech_files(40)
     started = time.monotonic()
-    results, commands = {}, {}
+    results, commands, estimates = {}, {}, {}
     kept = DOCS / "results.json"
     previous = json.loads(kept.read_text()) if kept.is_file() else None
     sessions_note = ""
@@ -219,6 +237,9 @@ def main(argv=None) -> int:
         sessions_note = f" The sessions tables are kept from this script's last full run (written {written}); only the soak was measured again."
     with tempfile.TemporaryDirectory() as tmp:
         for chain in (chains() if not sessions_note else []):
+            with Daemon(exe, chain["args"], capacity="auto") as d:  # the limit it would set itself
+                auto = d.readyz()
+                estimates[chain["key"]] = {"sessions": auto["max_sessions"], "source": auto["capacity"]}
             with Daemon(exe, chain["args"]) as d:
                 shown, report = loadtest(exe, files, Path(tmp) / f"{chain['key']}.json", d.url, [])
             results[chain["key"]] = (chain, report)
@@ -250,7 +271,7 @@ def main(argv=None) -> int:
             soaked["command"] = soak_cmd
     DOCS.mkdir(parents=True, exist_ok=True)
     (DOCS / "results.json").write_text(json.dumps({"chains": {k: r for k, (_, r) in results.items()},
-                                                   "commands": commands, "baseline": baseline,
+                                                   "commands": commands, "estimates": estimates, "baseline": baseline,
                                                    "baseline_command": base_cmd, "soak": soaked}, indent=1) + "\n")
     plot_latency(results, DOCS / "latency_vs_sessions.png")
     plot_soak(soaked, DOCS / "soak_rss.png")
@@ -276,12 +297,15 @@ def main(argv=None) -> int:
          "its /metrics; the client runs on the same cores, and its own CPU per session is in the tables "
          "(a deployment's clients are elsewhere). The baseline is the same search in one process with no "
          "sockets and no client process (`asr-stream loadtest`), measured in this run." + sessions_note, "",
-         "| chain | sessions held by the daemon | target | |", "|---|---|---|---|"]
+         "| chain | sessions held by the daemon | target | | limit `--capacity auto` sets | its measurement |",
+         "|---|---|---|---|---|---|"]
     for chain in chains():
         cap = results[chain["key"]][1]["capacity"]
         target = chain["target"]
         verdict = "" if target is None else ("met" if cap >= target else f"**missed** ({cap} of {target})")
-        L.append(f"| {chain['label']} | {cap} | {'>= ' + str(target) if target else '-'} | {verdict} |")
+        est = estimates.get(chain["key"])
+        est_cells = f"{est['sessions']} | {est['source']}" if est else "not measured in this run | "
+        L.append(f"| {chain['label']} | {cap} | {'>= ' + str(target) if target else '-'} | {verdict} | {est_cells} |")
     ratio = f"{default_cap / baseline['capacity']:.2f}" if baseline["capacity"] else "n/a"
     L += ["", f"Baseline, the default chain in one process without sockets: {baseline['capacity']} streams held "
           f"(daemon / in-process = {ratio}); `{base_cmd}`.", "",
@@ -291,14 +315,14 @@ def main(argv=None) -> int:
         daemon_cmd, load_cmd = commands[chain["key"]]
         L += [f"### {chain['label']}", "", f"`{daemon_cmd}`, then `{load_cmd}`", "",
               "| N | partial p50 / p95 ms | final p50 / p95 ms | daemon CPU per session | client CPU per session | "
-              "cores busy (daemon) | RSS MB | dropped s | skipped partials | holds |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "cores busy (daemon) | denoiser / recognizer s per audio s | RSS MB | dropped s | skipped partials | holds |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(report["results"], key=lambda r: r["streams"]):
             failed = f" ({len(r['errors'])} failed)" if r["errors"] else ""
             L.append(f"| {r['streams']} | {_ms(r['partial_p50_s'])} / {_ms(r['partial_p95_s'])} | "
                      f"{_ms(r['final_p50_s'])} / {_ms(r['final_p95_s'])} | {r['cpu_per_stream']:.3f} | "
                      f"{_f3(r.get('client_cpu_per_stream'))} | "
-                     f"{r['cores_used']:.2f} | {r['rss_mb']:.0f} | {r['dropped_seconds']:.1f} | "
+                     f"{r['cores_used']:.2f} | {_stages(r)} | {r['rss_mb']:.0f} | {r['dropped_seconds']:.1f} | "
                      f"{r['skipped_partials']} | {'yes' if r['holds'] else 'no'}{failed} |")
         L.append("")
     flat = "n/a" if slope is None else f"{slope:+.1f} MB per 10 min after the first 5 min"
