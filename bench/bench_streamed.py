@@ -131,6 +131,23 @@ def run_peer(sets, workdir: Path, model: str) -> tuple[dict | None, str]:
     return {"texts": texts, "delays": delays}, shown
 
 
+def offline_floor(sets, offline: OfflineWhisper) -> dict:
+    """The same model offline, decoded a second way: without timestamp tokens (Whisper's other
+    decoding mode; same 30 s window, greedy). How far two offline decodes of the same file
+    disagree is how sensitive the model is to its decoding context: a streamed decode, whose
+    context differs more, cannot be expected to agree with offline much more closely."""
+    out = {}
+    for name, clips in sets:
+        texts = []
+        for _, audio, _ in clips:
+            segments, _ = offline.model.transcribe(audio, language="en", beam_size=1, vad_filter=False,
+                                                   condition_on_previous_text=False, without_timestamps=True)
+            texts.append(" ".join(seg.text.strip() for seg in segments))
+        out[name] = texts
+        print(f"  offline without timestamps: {name}", flush=True)
+    return out
+
+
 KINDS = ("split or joined", "repeated", "dropped", "added", "worded differently")
 
 
@@ -185,7 +202,8 @@ def per100(c: dict) -> str:
     return f"{100 * c['ins']:.1f} / {100 * c['del']:.1f} / {100 * c['sub']:.1f}"
 
 
-def report(sets, results: dict, peer: dict | None, peer_note: str, cmd: str, elapsed: float) -> str:
+def report(sets, results: dict, peer: dict | None, peer_note: str, cmd: str, elapsed: float,
+           floor: dict | None = None) -> str:
     cpu, cores = common.cpu_and_cores()
     lines = [BEGIN, "## Streamed against offline, file by file", "",
              f"Measured {dt.date.today()} on {cpu}, {cores} usable cores, Python {platform.python_version()}, "
@@ -234,6 +252,18 @@ def report(sets, results: dict, peer: dict | None, peer_note: str, cmd: str, ela
             shown = "; ".join(f"{k}: `{e[0][1] or '∅'}` → `{e[0][2] or '∅'}` ({e[0][0]})"
                               for k, e in examples.items() if e)
             lines.append(f"| {name} | {label} | " + " | ".join(str(words[k]) for k in KINDS) + f" | {shown or '—'} |")
+    if floor:
+        lines += ["", "### Two offline decodes of the same file", "",
+                  "The offline reference against the same model offline decoded without timestamp tokens "
+                  "(Whisper's other decoding mode; same 30 s window, greedy), on the files as they are: no "
+                  "streaming at all, only another decoding context. Beside it, `--denoiser none` streamed "
+                  "against the same reference.", "",
+                  "| dataset | offline vs offline without timestamps | streamed (`--denoiser none`) vs offline |",
+                  "|---|---|---|"]
+        for name, _ in sets:
+            ref = results["--denoiser none"][name]["offline"]
+            f, st = counts(ref, floor[name]), counts(ref, results["--denoiser none"][name]["streamed"])
+            lines.append(f"| {name} | {pct(f['wer'])} ({per100(f)}) | {pct(st['wer'])} ({per100(st)}) |")
     lines += ["", "### The peer: WhisperLive on the same files", ""]
     if peer is None:
         lines.append(f"WhisperLive (PyPI `whisper-live`): {peer_note}.")
@@ -302,15 +332,20 @@ def main() -> None:
         saved = json.loads((workdir / "results.json").read_text())
         results, peer, note, elapsed = saved["results"], saved["peer"], saved["peer_note"], saved["elapsed_s"]
         cmd = saved["cmd"]
+        if "floor" not in saved:  # a run from before the second offline decode: add it now
+            saved["floor"] = offline_floor(sets, offline)
+            (workdir / "results.json").write_text(json.dumps(saved))
+        floor = saved["floor"]
     else:
         results = {label: run_chain(label, preset, sets, workdir, offline) for label, preset in CHAINS.items()}
         peer, note = (None, "not run (`--peer none`)") if a.peer == "none" else run_peer(sets, workdir, offline.path)
         print(f"  whisper-live: {'done' if peer else note}", flush=True)
+        floor = offline_floor(sets, offline)
         cmd = os.environ.get("BENCH_STREAMED_CMD") or shlex.join(["python", "bench/bench_streamed.py", *sys.argv[1:]])
         elapsed = time.time() - t0
         (workdir / "results.json").write_text(json.dumps({"results": results, "peer": peer, "peer_note": note,
-                                                           "elapsed_s": elapsed, "cmd": cmd}))
-    section = report(sets, results, peer, note, cmd, elapsed)
+                                                           "elapsed_s": elapsed, "cmd": cmd, "floor": floor}))
+    section = report(sets, results, peer, note, cmd, elapsed, floor)
     common.write_section(a.out, section, BEGIN, END)
     print(section)
 
