@@ -78,14 +78,9 @@ class Daemon:
             self.proc.kill()
 
     def readyz(self) -> dict:
-        import urllib.error
-        import urllib.request
+        from asr_stream.serve.loadtest import readyz
 
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=10) as r:
-                return json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            return json.loads(exc.read())
+        return readyz(self.url)
 
     @property
     def shown(self) -> str:

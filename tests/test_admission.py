@@ -46,9 +46,9 @@ def test_the_daemon_measures_its_chain_at_start():
     with Daemon("--denoiser", "none", "--workers", "0", "--max-sessions", "64") as d:
         ready = json.loads(d.get("/readyz"))
         assert ready["capacity"].startswith("measured at start: one session takes"), ready
-        cost = float(ready["capacity"].split("takes ")[1].split(" CPU")[0])
-        assert 0.02 < cost < 2.0, ready  # Whisper tiny.en keeps up with speech on one core
-        assert 1 <= ready["max_sessions"] <= 64
+        # the limit is what the measured cost and this machine's cores give, under the ceiling
+        assert ready["session_cost"] > 0
+        assert ready["max_sessions"] == admission.from_cost(ready["session_cost"], ceiling=64).sessions, ready
         assert d.metric("asr_stream_max_sessions") == ready["max_sessions"]
         assert "taking up to" in d.log
 

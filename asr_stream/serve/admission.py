@@ -35,6 +35,7 @@ BEHIND_S = 2.0  # a live session this far behind its audio is late with its fina
 class Capacity:
     sessions: int
     source: str  # where the number comes from (for /readyz and the log)
+    session_cost: float | None = None  # measured CPU s per audio s of one session (auto)
 
 
 def describe_chain(settings, denoiser: str, recognizer: str) -> dict:
@@ -72,7 +73,7 @@ def from_cost(cost_per_audio_s: float, ceiling: int, cores: int | None = None) -
     estimate = max(1, math.floor(cores * BUSY_SHARE / max(cost_per_audio_s, 1e-3)))
     source = (f"measured at start: one session takes {cost_per_audio_s:.2f} CPU s per audio s; "
               f"{cores} core{'s' if cores != 1 else ''} at {BUSY_SHARE:.0%} hold {estimate}")
-    return _capped(estimate, ceiling, source)
+    return _capped(estimate, ceiling, source, cost_per_audio_s)
 
 
 def from_loadtest(path: str, chain: dict, ceiling: int, cores: int | None = None) -> Capacity:
@@ -97,10 +98,10 @@ def fixed(ceiling: int) -> Capacity:
     return Capacity(ceiling, "--max-sessions")
 
 
-def _capped(sessions: int, ceiling: int, source: str) -> Capacity:
+def _capped(sessions: int, ceiling: int, source: str, cost: float | None = None) -> Capacity:
     if sessions > ceiling:
-        return Capacity(ceiling, f"{source}; --max-sessions {ceiling} caps it")
-    return Capacity(sessions, source)
+        return Capacity(ceiling, f"{source}; --max-sessions {ceiling} caps it", cost)
+    return Capacity(sessions, source, cost)
 
 
 def behind(backlogs_s: list[float]) -> bool:

@@ -256,8 +256,8 @@ def scrape(server: str, names: tuple[str, ...]) -> dict[str, float]:
     return out
 
 
-def server_chain(server: str) -> dict:
-    """The chain the daemon runs, from its /readyz (answered with 503 too, while it is full)."""
+def readyz(server: str) -> dict:
+    """The daemon's /readyz body (answered with 503 too, while it is loading, full or behind)."""
     import json
     import urllib.error
     import urllib.request
@@ -272,9 +272,15 @@ def server_chain(server: str) -> dict:
     except OSError as exc:
         raise UserError(f"cannot read {http_url(server, '/readyz')}: {exc}") from None
     try:
-        return json.loads(body).get("chain") or {}
-    except (ValueError, AttributeError):
+        out = json.loads(body)
+    except ValueError:
         return {}
+    return out if isinstance(out, dict) else {}
+
+
+def server_chain(server: str) -> dict:
+    """The chain the daemon runs, from its /readyz."""
+    return readyz(server).get("chain") or {}
 
 
 SERVER_METRICS = ("process_cpu_seconds_total", "process_resident_memory_bytes",

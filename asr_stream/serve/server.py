@@ -209,6 +209,8 @@ class CaptionServer:
         state = self._state()
         body = {"status": state, "sessions": len(self.connections), "max_sessions": self.capacity.sessions,
                 "capacity": self.capacity.source, "instance": self.config.instance}
+        if self.capacity.session_cost is not None:
+            body["session_cost"] = self.capacity.session_cost  # CPU s per audio s, measured at start
         if self.chain is not None:  # what the daemon runs (the caption page shows it)
             body["chain"] = admission.describe_chain(self.settings, self.chain["denoiser"], self.chain["recognizer"])
         if hasattr(self.scheduler, "describe"):
