@@ -65,7 +65,13 @@ def test_bad_settings_are_one_line_errors():
         engines_mod.load_engines(Settings(denoiser="nope"))
 
 
-def test_torch_threads_are_set_once_for_the_process():
+def test_torch_and_blas_threads_are_set_once_for_the_process():
+    """numpy's OpenBLAS would otherwise size its pool to the cores, and its idle helpers spin
+    after every matrix product (Whisper's features): CPU each stream pays for nothing."""
+    from threadpoolctl import threadpool_info
+
     first = configure_threads(1)
     assert configure_threads(first + 3) == first
     assert torch.get_num_threads() == first
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    assert blas and all(p["num_threads"] == first for p in blas)

@@ -51,7 +51,9 @@ def whisper_model():
         from faster_whisper import WhisperModel
 
         from asr_stream.recognizers.whisper import bundled_model_path
+        from asr_stream.runtime.threads import configure_threads
 
+        configure_threads(1)  # computed as the chain computes it (one BLAS thread)
         _whisper = WhisperModel(bundled_model_path(), device="cpu", compute_type="int8", cpu_threads=1)
     return _whisper
 

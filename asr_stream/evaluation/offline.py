@@ -11,7 +11,9 @@ class OfflineWhisper:
         from faster_whisper import WhisperModel
 
         from asr_stream.recognizers import whisper_models
+        from asr_stream.runtime.threads import configure_threads
 
+        configure_threads(1)  # computed as the chain computes it (one BLAS thread)
         self.path = whisper_models.resolve(model)
         self.model = WhisperModel(self.path, device="cpu", compute_type="int8", cpu_threads=1)
 
