@@ -35,6 +35,7 @@ from asr_stream.errors import StageError, UserError
 from asr_stream.chain.one_stream import BLOCK_SAMPLES, ChainClock
 from asr_stream.stages import Hypothesis
 from asr_stream.output.stats import LatencyTracker
+from asr_stream.runtime.threads import name_os_thread
 
 POLL = 0.05
 
@@ -300,6 +301,7 @@ class MultiStreamScheduler:
             self._open.pop(session.id, None)
 
     def _work(self) -> None:
+        name_os_thread()
         while not self._stop.is_set():
             try:
                 session = self._ready.get(timeout=POLL)

@@ -24,6 +24,7 @@ from asr_stream.errors import StageError, UserError
 from asr_stream.io.framer import Framer, Hop
 from asr_stream.io.ring_buffer import RingBuffer
 from asr_stream.io.sources import Source
+from asr_stream.runtime.threads import name_os_thread
 from asr_stream.stages import Denoiser, Recognizer
 
 POLL = 0.05
@@ -117,6 +118,7 @@ class Chain:
         self.abort()
 
     def _guard(self, name: str, fn) -> None:
+        name_os_thread()
         try:
             fn()
         except BaseException as exc:

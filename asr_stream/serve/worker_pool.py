@@ -28,6 +28,7 @@ import numpy as np
 from asr_stream import SAMPLE_RATE
 from asr_stream.errors import UserError
 from asr_stream.runtime.memory import release_free_memory
+from asr_stream.runtime.threads import name_os_thread
 
 log = logging.getLogger("asr_stream.serve.server")
 
@@ -376,6 +377,7 @@ def worker_main(conn, settings, stream_threads: int, max_backlog_s: float, warm_
         send(("opened", sid))
 
     def report() -> None:
+        name_os_thread()
         last: dict[int, tuple] = {}
         while True:
             time.sleep(PROGRESS_S)
@@ -392,7 +394,7 @@ def worker_main(conn, settings, stream_threads: int, max_backlog_s: float, warm_
                 release_free_memory()
 
     threading.Thread(target=report, name="progress", daemon=True).start()
-    opener = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-opener")
+    opener = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-opener", initializer=name_os_thread)
     while True:
         try:
             msg = conn.recv()
