@@ -111,6 +111,58 @@ def _shown(args: list[str], files: list[str], out: Path, server: str | None) -> 
     return shown.replace(server, "ws://127.0.0.1:PORT") if server else shown
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of the daemon `pid` and its worker processes, by group of threads (the
+    threads the project starts carry their names at the OS level; the rest are the runtimes')."""
+    tick = os.sysconf("SC_CLK_TCK")
+    workers = [int(c) for t in Path(f"/proc/{pid}/task").glob("*/children") for c in t.read_text().split()]
+    groups = dict.fromkeys(THREAD_GROUPS.values(), 0.0)
+    for proc in [pid, *workers]:
+        for task in Path(f"/proc/{proc}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue  # the thread ended
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            seconds = (int(fields[11]) + int(fields[12])) / tick
+            if proc == pid:
+                group = "daemon"
+            elif name.startswith("stream-worker"):
+                group = "scheduler"
+            elif int(task.name) == proc or name in ("progress",) or name.startswith("stream-opener"):
+                group = "upkeep"
+            else:
+                group = "runtime"
+            groups[THREAD_GROUPS[group]] += seconds
+    return groups
+
+
+THREAD_GROUPS = {  # what each group of threads does
+    "daemon": "daemon process (HTTP, WebSockets, pipes)",
+    "scheduler": "worker scheduler threads (denoiser, VAD, gate; ONNX models run here too)",
+    "runtime": "worker runtime threads (CTranslate2's Whisper replicas, other native pools)",
+    "upkeep": "worker upkeep (opening sessions: per-session model states; progress)",
+}
+
+
+def cpu_split(exe: Path, files: list[str], server: str, pid: int, seconds: float) -> tuple[str, dict]:
+    """One live session, and where its CPU went: seconds per audio second by thread group."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "one.json"
+        args = [str(exe), "loadtest", "--streams", "1", "--seconds", f"{seconds:g}", "--stagger-s", "0",
+                "--json", str(out), "--audio", *files, "--server", server]
+        before = thread_cpu(pid)
+        proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+        after = thread_cpu(pid)
+        if proc.returncode != 0:
+            raise SystemExit(f"loadtest failed: {proc.stderr.strip()}")
+        result = json.loads(out.read_text())["results"][0]
+    split = {k: (after[k] - before[k]) / seconds for k in after}
+    return _shown(args, files, out, server), {"groups": split, "stages": result.get("stage_s_per_stream"),
+                                               "cpu_per_stream": result["cpu_per_stream"]}
+
+
 def soak(server: str, files: list[str], sessions: int, minutes: float) -> dict:
     """`sessions` clients, each running real-time sessions of SOAK_SESSION_S back to back."""
     import aiohttp
@@ -193,7 +245,7 @@ def plot_soak(report: dict, path: Path) -> None:
 def _stages(r: dict) -> str:
     """Seconds spent in the denoiser and the recogniser per second of one session's audio (wall
     time of the worker thread in each stage: what a profile of the stages would split)."""
-    st = r.get("stage_s_per_stream") or {}
+    st = r.get("stage_s_per_stream") or r.get("stages") or {}
     return f"{st['denoiser']:.3f} / {st['recognizer']:.3f}" if st else "n/a"
 
 
@@ -223,7 +275,7 @@ def main(argv=None) -> int:
     cmd = os.environ.get("BENCH_DAEMON_CMD", "python bench/bench_daemon.py")
     files = speech_files(40)
     started = time.monotonic()
-    results, commands, estimates = {}, {}, {}
+    results, commands, estimates, splits = {}, {}, {}, {}
     kept = DOCS / "results.json"
     previous = json.loads(kept.read_text()) if kept.is_file() else None
     sessions_note = ""
@@ -237,10 +289,12 @@ def main(argv=None) -> int:
                 estimates[chain["key"]] = {"sessions": auto["max_sessions"], "source": auto["capacity"]}
             with Daemon(exe, chain["args"]) as d:
                 shown, report = loadtest(exe, files, Path(tmp) / f"{chain['key']}.json", d.url, [])
+                splits[chain["key"]] = cpu_split(exe, files, d.url, d.proc.pid, SESSION_S)
             results[chain["key"]] = (chain, report)
             commands[chain["key"]] = (d.shown.replace("--port 0", "--port PORT"), shown)
         if sessions_note:
             results = {k: (next(c for c in chains() if c["key"] == k), r) for k, r in previous["chains"].items()}
+            splits = previous.get("splits", {})
             for chain in chains():  # the same commands as the run that measured them
                 out = Path(tmp) / f"{chain['key']}.json"
                 commands[chain["key"]] = (
@@ -266,7 +320,8 @@ def main(argv=None) -> int:
             soaked["command"] = soak_cmd
     DOCS.mkdir(parents=True, exist_ok=True)
     (DOCS / "results.json").write_text(json.dumps({"chains": {k: r for k, (_, r) in results.items()},
-                                                   "commands": commands, "estimates": estimates, "baseline": baseline,
+                                                   "commands": commands, "estimates": estimates, "splits": splits,
+                                                   "baseline": baseline,
                                                    "baseline_command": base_cmd, "soak": soaked}, indent=1) + "\n")
     plot_latency(results, DOCS / "latency_vs_sessions.png")
     plot_soak(soaked, DOCS / "soak_rss.png")
@@ -305,6 +360,22 @@ def main(argv=None) -> int:
     L += ["", f"Baseline, the default chain in one process without sockets: {baseline['capacity']} streams held "
           f"(daemon / in-process = {ratio}); `{base_cmd}`.", "",
           "![final latency against sessions](docs/bench/daemon/latency_vs_sessions.png)", ""]
+    if splits:
+        groups = list(THREAD_GROUPS.values())
+        L += ["### Where one session's CPU goes", "",
+              "One live session per daemon (after its search), CPU seconds per second of audio by group of "
+              "threads, read from /proc around the session (the project names its threads at the OS level); "
+              "the stage columns are the scheduler's wall time inside each stage, as in the tables below.", "",
+              "| chain | " + " | ".join(groups) + " | total | denoiser / recognizer s per audio s | command |",
+              "|---|" + "---|" * (len(groups) + 3)]
+        for chain in chains():
+            if chain["key"] not in splits:
+                continue
+            shown, split = splits[chain["key"]]
+            cells = " | ".join(f"{split['groups'][g]:.3f}" for g in groups)
+            L.append(f"| {chain['label']} | {cells} | {sum(split['groups'].values()):.3f} | {_stages(split)} | "
+                     f"`{shown}` |")
+        L.append("")
     for chain in chains():
         report = results[chain["key"]][1]
         daemon_cmd, load_cmd = commands[chain["key"]]
