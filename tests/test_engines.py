@@ -1,5 +1,7 @@
 """Engines are loaded once per settings and shared; streams made from them share no state."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -75,3 +77,22 @@ def test_torch_and_blas_threads_are_set_once_for_the_process():
     assert torch.get_num_threads() == first
     blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
     assert blas and all(p["num_threads"] == first for p in blas)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_a_thread_carries_its_name_at_the_os_level():
+    """top -H and the daemon benchmark's CPU split tell the scheduler's threads by these names."""
+    import threading
+
+    from asr_stream.runtime.threads import name_os_thread
+
+    seen = {}
+
+    def run():
+        name_os_thread()
+        seen["comm"] = Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
+
+    t = threading.Thread(target=run, name="stream-worker-7-and-more")
+    t.start()
+    t.join()
+    assert seen["comm"] == "stream-worker-7"  # the OS keeps 15 characters
