@@ -8,12 +8,14 @@ import numpy as np
 
 class OfflineWhisper:
     def __init__(self, model: str | None = None):
+        import ctranslate2
         from faster_whisper import WhisperModel
 
         from asr_stream.recognizers import whisper_models
         from asr_stream.runtime.threads import configure_threads
 
         configure_threads(1)  # computed as the chain computes it (one BLAS thread)
+        ctranslate2.set_random_seed(0)  # a decode that loops falls back to sampling: the same draws every run
         self.path = whisper_models.resolve(model)
         self.model = WhisperModel(self.path, device="cpu", compute_type="int8", cpu_threads=1)
 
