@@ -103,3 +103,16 @@ def test_real_speech_after_a_dropped_replay_is_kept():
                 "of:34.6-34.8 printing:34.8-35.3")
     out = supported_words(earlier, new, speech, transcribed_until=33.1)
     assert [w.text for w in out] == "as the invention of printing".split()
+
+
+def test_a_run_written_onto_no_audio_then_again_onto_its_audio_keeps_the_second_copy():
+    # a sentence said twice; in the second saying the decoder writes "crafts represented in the
+    # exhibition" once collapsed onto an instant (all but its first word) and straight after once
+    # more spread over the audio: the second copy is the speech, and the first is dropped whole
+    earlier = "the arts and crafts represented in the exhibition printing in the only sense the arts and".split()
+    new = words("crafts:17.39-17.83 represented:17.83-17.83 in:17.83-17.83 the:17.83-17.83 "
+                "exhibition.:17.83-17.83 Crafts:17.83-18.13 represented:18.13-18.57 in:18.57-18.93 "
+                "the:18.93-19.21 exhibition.:19.21-19.57")
+    out = supported_words(earlier, new, speech, transcribed_until=17.39)
+    assert [w.text for w in out] == "Crafts represented in the exhibition.".split()
+    assert out[0].start == 17.83

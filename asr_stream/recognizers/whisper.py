@@ -236,10 +236,11 @@ class WhisperStreamingRecognizer:
             if 0 < keep < len(self._buf):
                 self._buf = self._buf[:keep]
         self._commit(self._transcribe(pad_s=self.final_pad))
-        kept = [w for w in self._tail if not self._covers(w)] if self._looped else []
+        kept = [w for w in self._tail if not self._covers(w) and not collapsed(w)] if self._looped else []
         if kept:
             # the final decode ran into a loop and was cut (a short window can loop even padded):
-            # the words the last partial decode heard after what it kept still stand
+            # the words the last partial decode heard after what it kept still stand (those on
+            # audio of their own: a word collapsed onto an instant is where that decode looped)
             self._commit(kept)
             self.final_fallbacks += 1
         self._tail = []

@@ -92,7 +92,9 @@ def supported_words(earlier: Sequence[str], new: Sequence[AlignedWord],
     repeated run is kept as far as it is grounded in the audio; after an unsupported run the
     decode is cut (a decoder stuck in a loop writes nothing reliable after it), except for a run
     the decode starts with: forced to continue from a wrong committed word, Whisper often replays
-    a few words onto no audio and then goes on with the real speech, which is judged on its own."""
+    a few words onto no audio and then goes on with the real speech, which is judged on its own.
+    Likewise a run only partly on audio and written again straight after: Whisper wrote the
+    words once onto no audio and then again onto their audio, so the second copy is judged."""
     keys = [key(w) for w in earlier] + [key(w.text) for w in new]
     base, kept, i = len(earlier), [], 0
     while i < len(new):
@@ -102,6 +104,9 @@ def supported_words(earlier: Sequence[str], new: Sequence[AlignedWord],
         m = grounded_length(new[i : i + n], speech_prob, transcribed_until, original) if n else 0
         if m and back_to_back and looping(keys, base + i, n):
             m = 0  # said a third time straight after: a loop, none of whose copies is trusted
+        elif n and m < n and keys[base + i + n : base + i + 2 * n] == keys[base + i : base + i + n]:
+            i += n  # written again straight after: the next copy is judged on its own
+            continue
         if n and m < n:
             kept += new[i : i + m]
             if not m:  # a word collapsed onto the instant the loop starts, and ending no sentence, is
