@@ -96,12 +96,15 @@ def _an4():
 # more per 100 words than offline on LJSpeech at 5 dB. None of them is audio transcribed twice
 # (the doubled-runs check holds); BENCHMARKS.md has the measured figure against the target.
 NOISY_INSERTIONS = 0.03
+# Valentini's noisy recordings: six files, 86 words, half of them mis-heard either way, where one
+# word heard as two ("whatever" -> "what he is") moves the rate by 1.2 points: three words of slack
+VALENTINI_NOISY_INSERTIONS = 3 / 86
 
 
 @needs_shared
 @pytest.mark.parametrize("name,limit,phrases,factor,ins_slack,most", [
     ("ljspeech", 12, False, 1.3, None, 0.10), ("ljspeech", 12, True, 1.4, None, None),
-    ("valentini", 6, False, 1.3, None, None), ("valentini-noisy", 6, False, 1.2, NOISY_INSERTIONS, None),
+    ("valentini", 6, False, 1.3, None, None), ("valentini-noisy", 6, False, 1.2, VALENTINI_NOISY_INSERTIONS, None),
     ("ljspeech-noise-5db", 32, False, 1.2, NOISY_INSERTIONS, None), ("an4", 30, False, 1.2, None, None)])
 def test_each_file_streamed_like_offline(rec, offline_whisper, name, limit, phrases, factor, ins_slack, most):
     """`most`: a bound on the streamed WER itself, where the model is good enough to have one."""
