@@ -287,9 +287,9 @@ def main(argv=None) -> int:
             with Daemon(exe, chain["args"], capacity="auto") as d:  # the limit it would set itself
                 auto = d.readyz()
                 estimates[chain["key"]] = {"sessions": auto["max_sessions"], "source": auto["capacity"]}
-            with Daemon(exe, chain["args"]) as d:
-                shown, report = loadtest(exe, files, Path(tmp) / f"{chain['key']}.json", d.url, [])
+            with Daemon(exe, chain["args"]) as d:  # the split first: a search's last runs leave work queued
                 splits[chain["key"]] = cpu_split(exe, files, d.url, d.proc.pid, SESSION_S)
+                shown, report = loadtest(exe, files, Path(tmp) / f"{chain['key']}.json", d.url, [])
             results[chain["key"]] = (chain, report)
             commands[chain["key"]] = (d.shown.replace("--port 0", "--port PORT"), shown)
         if sessions_note:
@@ -363,7 +363,7 @@ def main(argv=None) -> int:
     if splits:
         groups = list(THREAD_GROUPS.values())
         L += ["### Where one session's CPU goes", "",
-              "One live session per daemon (after its search), CPU seconds per second of audio by group of "
+              "One live session on each chain's daemon before its search, CPU seconds per second of audio by group of "
               "threads, read from /proc around the session (the project names its threads at the OS level); "
               "the stage columns are the scheduler's wall time inside each stage, as in the tables below.", "",
               "| chain | " + " | ".join(groups) + " | total | denoiser / recognizer s per audio s | command |",
