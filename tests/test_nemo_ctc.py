@@ -97,10 +97,12 @@ def test_streaming_features_equal_the_offline_preprocessor(char_model_path, spee
     features = StreamingFeatures(model.preprocessor)
     rng = np.random.default_rng(0)
     parts, i = [], 0
-    while i < len(speech):  # ragged blocks, as a microphone delivers them
+    while i < len(speech):  # ragged blocks, as a microphone delivers them, made into frames at random
         n = int(rng.integers(1, 3000))
-        parts.append(features.push(speech[i:i + n]))
+        features.push(speech[i:i + n])
         i += n
+        if rng.random() < 0.3:
+            parts.append(features.frames())
     streamed = torch.cat(parts + [features.finish()], 1)
     with torch.no_grad():
         offline, length = model.preprocessor(input_signal=torch.from_numpy(speech)[None],

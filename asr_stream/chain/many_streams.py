@@ -235,7 +235,9 @@ class Session:
             if clean:
                 clean = np.concatenate(clean)
                 self._denoised += len(clean)
-                self.recognizer.accept_waveform(clean)
+                t0 = time.perf_counter()
+                self.recognizer.accept_waveform(clean)  # features may be made here: the recogniser's time
+                self.stage_busy_s["recognizer"] += time.perf_counter() - t0
         if chunks:
             t0 = time.perf_counter()
             out += self.recognizer.decode()

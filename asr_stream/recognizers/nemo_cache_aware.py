@@ -211,7 +211,7 @@ class CacheAwareCtcRecognizer:
         self.fresh = True  # the next step is an encoder's first (no caches yet)
 
     def accept_waveform(self, samples: np.ndarray) -> None:
-        self._add_features(self.features.push(samples))
+        self.features.push(samples)
 
     def state_size(self) -> dict[str, int]:
         """Per-stream state that could grow with the session (tests check it stays bounded);
@@ -226,6 +226,8 @@ class CacheAwareCtcRecognizer:
         return self.cfg.chunk_size[0] if self.fresh else self.cfg.chunk_size[1]
 
     def decode(self) -> list[Hypothesis]:
+        if self.features.available() >= self.consumed + self._chunk_size() > self.feats_start + self.feats.shape[1]:
+            self._add_features(self.features.frames())  # only when a step can run: one preprocessor call per step
         out = []
         while self.feats_start + self.feats.shape[1] >= self.consumed + self._chunk_size():
             out += self._step(self._chunk_size(), last=False)

@@ -35,19 +35,33 @@ class StreamingFeatures:
         self.audio_start = -self.left  # absolute index of self.audio[0]
         self.n_samples = 0
         self.next_frame = 0
+        self._arrived: list[np.ndarray] = []
 
-    def push(self, samples: np.ndarray) -> torch.Tensor:
-        self.audio = np.concatenate([self.audio, samples.astype(np.float32, copy=False)])
-        self.n_samples += len(samples)
-        ready = (self.n_samples - self.half) // self.hop + 1  # frames whose window has fully arrived
-        return self._frames(ready)
+    def push(self, samples: np.ndarray) -> None:
+        """Keep the samples; frames are made when asked for (`frames`), so that a caller who
+        needs a chunk of them every few pushes runs the preprocessor once per chunk, not once
+        per push: its fixed cost per call is what a live session's 20 ms pieces pay."""
+        if len(samples):
+            self._arrived.append(samples.astype(np.float32, copy=False))
+            self.n_samples += len(samples)
+
+    def available(self) -> int:
+        """Frames whose window has fully arrived (made or not)."""
+        return max(0, (self.n_samples - self.half) // self.hop + 1)
+
+    def frames(self) -> torch.Tensor:
+        """The frames not yet returned whose window has fully arrived."""
+        return self._frames(self.available())
 
     def finish(self) -> torch.Tensor:
         """The last frames, over the zero padding the offline pass adds at the end."""
-        self.audio = np.concatenate([self.audio, np.zeros(self.half, np.float32)])
+        self._arrived.append(np.zeros(self.half, np.float32))
         return self._frames(self.n_samples // self.hop)
 
     def _frames(self, end: int) -> torch.Tensor:
+        if self._arrived:
+            self.audio = np.concatenate([self.audio, *self._arrived])
+            self._arrived = []
         k0 = self.next_frame
         if end <= k0:
             return torch.zeros(self.pre.featurizer.nfilt, 0)
