@@ -289,3 +289,28 @@ def test_audio_in_pieces_that_are_not_whole_hops_is_heard_once(denoiser):
         assert summary["recognized_seconds"] == pytest.approx(len(audio) / 16000, abs=0.02), (piece, summary)
         results[piece] = " ".join(words)
     assert results[1024] == results[1600] == results[777], results
+
+
+def test_a_session_turned_per_20_ms_gives_the_words_of_one_fed_at_once():
+    """Live audio is turned a piece at a time (`wait_turned`, as `session_cost` measures it); the
+    cache-aware recogniser then makes its features once per encoder step instead of per piece,
+    and the words must be those of the same audio handed over at once."""
+    from asr_stream.evaluation.manifest import dataset
+
+    clips = [load_16k(u.audio) for u in dataset("an4")[:12]]
+    audio = _track(clips, 0, 20)
+    engines = load_engines(Settings(denoiser="none", asr="nemo", pace="fast"))
+    texts = []
+    for piece in (320, len(audio)):
+        scheduler = MultiStreamScheduler(engines, workers=1, max_backlog_s=600)
+        try:
+            session = scheduler.open_stream(live=False)
+            for i in range(0, len(audio), piece):
+                session.accept_waveform(audio[i : i + piece], block=True)
+                assert session.wait_turned(60)
+                assert session.processed_samples == min(i + piece, len(audio))  # nothing left waiting
+            session.finish()
+            texts.append(_finals(session))
+        finally:
+            scheduler.close()
+    assert texts[0] and texts[0] == texts[1], texts

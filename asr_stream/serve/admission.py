@@ -5,10 +5,9 @@ A fixed `--max-sessions` is either too low for a cheap chain or lets a costly on
 it cannot serve, and then every session's captions fall behind. So the limit comes from a
 measurement of this chain on this machine:
 - `--capacity auto` (the default): after the warm-up, one session of the bundled speech sample
-  is run and its CPU time per second of audio taken; the limit is what the cores hold at
-  `BUSY_SHARE` (an estimate: batching across sessions lets the box hold more, and what a live
-  session costs beyond a session fed all at once, sockets, pipes and a turn per 20 ms of audio,
-  makes it hold fewer: for a cheap model the estimate is far too high);
+  is turned as live audio turns it (`many_streams.session_cost`) and its CPU time per second of
+  audio taken; the limit is what the cores hold at `BUSY_SHARE` (an estimate: batching across
+  sessions lets the box hold more; a live session's socket and pipe, which it leaves out, fewer);
 - `--capacity FILE`: the sessions held in an `asr-stream loadtest --json FILE` run of the same
   chain on a machine with as many cores (the measurement the estimate stands in for);
 - `--capacity off`: `--max-sessions` alone.
