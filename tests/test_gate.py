@@ -106,11 +106,12 @@ def test_the_denoiser_stops_on_clean_input_and_starts_again_in_noise(dfn):
     onset = n / 16000
     engaged = gate.decisions_between(onset + 3.0, 2 * onset)
     assert engaged and engaged["mix"] > 0.2, engaged
-    asleep_at_end = gate.asleep
+    asleep_at_end, released = gate.asleep, gate.inner._state is None
     awake = GatedDenoiser(dfn, sleep=False)
     _stream(awake, x)
     assert awake.gate_counters()["denoiser_off_share"] == 0.0 and awake.denoised_samples == len(x)
     assert asleep_at_end, counters  # the last clean stretch (14 s) stopped it again
+    assert released  # asleep, it held no model state (one is loaded when it starts)
 
 
 def _clean_clips():

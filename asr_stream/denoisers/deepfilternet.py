@@ -57,7 +57,7 @@ class DeepFilterNetDenoiser(Frames48kDenoiser):
         self._lib = _library()
         self._state = None
         self._used = False  # a state that has processed no frame is as good as a new one
-        self._new_state()
+        self._load()
         super().__init__(int(self._lib.df_get_frame_length(self._state)), DF_DELAY_48K)
         self._in = np.zeros(self.frame_48k, np.float32)
         self._out = np.zeros(self.frame_48k, np.float32)
@@ -66,11 +66,14 @@ class DeepFilterNetDenoiser(Frames48kDenoiser):
         self.reset()
 
     def _new_state(self) -> None:
-        if self._state is not None and not self._used:
-            return  # loading the model again costs a third of a second, for the same state
-        if self._state is not None:
+        """Free a used state; the next frame loads a fresh one (`_load`). A gate that stops the
+        denoiser resets it and may never start it again: the load, a third of a second of CPU,
+        is then not paid, and the state's memory is free while it sleeps."""
+        if self._state is not None and self._used:
             self._lib.df_free(self._state)
             self._state = None
+
+    def _load(self) -> None:
         # atten_lim 0 means "no limit" in libDF; 100 dB is as good as none
         state = self._lib.df_create(self._model.encode(), self.atten_lim_db or 100.0, None)
         if not state:
@@ -79,6 +82,8 @@ class DeepFilterNetDenoiser(Frames48kDenoiser):
         self._used = False
 
     def _denoise_frame(self, frame: np.ndarray) -> np.ndarray:
+        if self._state is None:
+            self._load()
         self._in[:] = frame
         self._used = True
         self._lib.df_process_frame(self._state, self._pin, self._pout)
