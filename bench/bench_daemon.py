@@ -1,15 +1,15 @@
 """The daemon in BENCHMARKS.md: how many live sessions one `asr-stream serve` holds, latency
 against sessions, and a soak with RSS over time.
 
-For each chain (the default, Whisper without a denoiser, the project's AN4 NeMo model on ONNX)
-a daemon is started and `asr-stream loadtest --server` searches for the largest N of real-time
+For each chain (the default, Whisper without a denoiser, the project's AN4 NeMo model on ONNX,
+a FastConformer small of random weights on ONNX: a model of the size users fine-tune) a daemon is started and `asr-stream loadtest --server` searches for the largest N of real-time
 WebSocket sessions with final p95 <= 1.5 s (as the clients see it) and no dropped audio. The
 baseline, in the same run: the same search in one process with no sockets (`asr-stream
 loadtest`), for the default chain. Then the soak: sessions of the default chain back to back
 (a new connection each minute) for --soak-min minutes, the daemon's RSS read from /metrics every
-10 s. Target: the default chain holds >= 4 sessions.
+10 s. Targets (sessions held): default chain >= 4, Whisper >= 6, AN4 >= 20, FastConformer small >= 16.
 
-    python bench/bench_daemon.py --out BENCHMARKS.md [--soak-min 30]
+    python bench/bench_daemon.py --out BENCHMARKS.md [--soak-min 30] [--keep-soak] [--rerun an4,small-onnx]
 """
 
 from __future__ import annotations
@@ -42,12 +42,16 @@ MAX_STREAMS = 32
 
 
 def chains() -> list[dict]:
+    from bench_nemo import model_file
+
+    nemo80 = ["--denoiser", "none", "--asr", "nemo", "--lookahead-ms", "80"]
     return [
         dict(label="default chain (DeepFilterNet3 gated + Whisper tiny.en)", key="default", args=[], target=4),
-        dict(label="Whisper tiny.en, no denoiser", key="whisper", args=["--denoiser", "none"], target=None),
+        dict(label="Whisper tiny.en, no denoiser", key="whisper", args=["--denoiser", "none"], target=6),
         dict(label="AN4 NeMo model (cache-aware 80 ms, ONNX), no denoiser", key="an4",
-             args=["--denoiser", "none", "--asr", "nemo", "--lookahead-ms", "80", "--model",
-                   "an4_fastconformer_ctc", "--runtime", "onnx"], target=None),
+             args=[*nemo80, "--model", "an4_fastconformer_ctc", "--runtime", "onnx"], target=20),
+        dict(label="FastConformer small, random weights (cache-aware 80 ms, ONNX), no denoiser", key="small-onnx",
+             args=[*nemo80, "--model", str(model_file("small")), "--runtime", "onnx"], target=16),
     ]
 
 
@@ -95,7 +99,9 @@ def loadtest(exe: Path, files: list[str], out: Path, server: str | None, chain_a
     print(proc.stdout + proc.stderr, flush=True)
     if proc.returncode != 0:
         raise SystemExit(f"loadtest failed: {proc.stderr.strip()}")
-    return shown, json.loads(out.read_text())
+    report = json.loads(out.read_text())
+    report["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())  # for a later --rerun's note
+    return shown, report
 
 
 def _loadtest_args(files: list[str], out: Path, server: str | None, chain_args: list[str]) -> list[str]:
@@ -266,7 +272,16 @@ def main(argv=None) -> int:
                    help="run the soak again but keep the last full run's sessions tables (docs/bench/daemon/results.json)")
     p.add_argument("--keep-soak", action="store_true",
                    help="measure the sessions again but keep the last full run's soak (docs/bench/daemon/results.json)")
+    p.add_argument("--rerun", help="comma-separated chain keys (default, whisper, an4, small-onnx, baseline) to "
+                                   "measure again; the other chains, the baseline and the soak are kept from "
+                                   "docs/bench/daemon/results.json")
     args = p.parse_args(argv)
+    rerun = set(args.rerun.split(",")) if args.rerun else None
+    if rerun is not None:
+        unknown = rerun - {c["key"] for c in chains()} - {"baseline"}
+        if unknown:
+            p.error(f"--rerun: unknown chain(s) {', '.join(sorted(unknown))}")
+        args.keep_soak = True
     global SESSION_S, MAX_STREAMS
     if args.quick:
         SESSION_S, MAX_STREAMS = 8.0, 2
@@ -282,8 +297,27 @@ def main(argv=None) -> int:
     if args.soak_only and previous:
         written = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(kept.stat().st_mtime))
         sessions_note = f" The sessions tables are kept from this script's last full run (written {written}); only the soak was measured again."
+    kept_keys = []
+    baseline_when = "measured in this run"
+    if rerun is not None and previous:
+        kept_keys = [c["key"] for c in chains() if c["key"] not in rerun and c["key"] in previous["chains"]]
+        if kept_keys or "baseline" not in rerun:
+            written = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(kept.stat().st_mtime))
+            dates = "; ".join(f"{k} measured {previous['chains'][k].get('measured', 'before ' + written)}"
+                              for k in kept_keys)
+            sessions_note = (f" Measured again in this run: {', '.join(sorted(rerun))}; the other rows are kept from "
+                             f"earlier runs of this script (docs/bench/daemon/results.json: {dates}).")
     with tempfile.TemporaryDirectory() as tmp:
-        for chain in (chains() if not sessions_note else []):
+        for key in kept_keys:
+            results[key] = (next(c for c in chains() if c["key"] == key), previous["chains"][key])
+            commands[key] = tuple(previous["commands"][key])
+            if key in previous.get("estimates", {}):
+                estimates[key] = previous["estimates"][key]
+            if key in previous.get("splits", {}):
+                splits[key] = previous["splits"][key]
+        for chain in (chains() if not (args.soak_only and previous) else []):
+            if chain["key"] in kept_keys:
+                continue
             with Daemon(exe, chain["args"], capacity="auto") as d:  # the limit it would set itself
                 auto = d.readyz()
                 estimates[chain["key"]] = {"sessions": auto["max_sessions"], "source": auto["capacity"]}
@@ -292,7 +326,7 @@ def main(argv=None) -> int:
                 shown, report = loadtest(exe, files, Path(tmp) / f"{chain['key']}.json", d.url, [])
             results[chain["key"]] = (chain, report)
             commands[chain["key"]] = (d.shown.replace("--port 0", "--port PORT"), shown)
-        if sessions_note:
+        if args.soak_only and previous:
             results = {k: (next(c for c in chains() if c["key"] == k), r) for k, r in previous["chains"].items()}
             splits = previous.get("splits", {})
             for chain in chains():  # the same commands as the run that measured them
@@ -303,14 +337,18 @@ def main(argv=None) -> int:
             out = Path(tmp) / "default-in-process.json"
             base_cmd = _shown(["asr-stream", *_loadtest_args(files, out, None, [])], files, out, None)
             baseline = previous["baseline"]
+            baseline_when = "kept from an earlier run"
+        elif rerun is not None and "baseline" not in rerun and previous:
+            base_cmd, baseline = previous["baseline_command"], previous["baseline"]
+            baseline_when = "kept from an earlier run" + (f" (measured {baseline['measured']})" if baseline.get("measured") else "")
         else:
             base_cmd, baseline = loadtest(exe, files, Path(tmp) / "default-in-process.json", None, [])
         soak_note = ""
         if args.keep_soak and previous:
             soaked = previous["soak"]
             soak_cmd = soaked.get("command", "asr-stream serve --port PORT --max-sessions 64")
-            written = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(kept.stat().st_mtime))
-            soak_note = f" (kept from this script's last full run, written {written}; not measured again)"
+            when = f", measured {soaked['measured']}" if soaked.get("measured") else ""
+            soak_note = f" (kept from an earlier full run of this script{when}; not measured again)"
         else:
             soak_sessions = max(2, min(4, results["default"][1]["capacity"]))
             with Daemon(exe, []) as d:
@@ -318,6 +356,7 @@ def main(argv=None) -> int:
                 soaked = soak(d.url, files, soak_sessions, args.soak_min)
                 soak_cmd = d.shown.replace("--port 0", "--port PORT")
             soaked["command"] = soak_cmd
+            soaked["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     DOCS.mkdir(parents=True, exist_ok=True)
     (DOCS / "results.json").write_text(json.dumps({"chains": {k: r for k, (_, r) in results.items()},
                                                    "commands": commands, "estimates": estimates, "splits": splits,
@@ -346,7 +385,7 @@ def main(argv=None) -> int:
          "doubles from 1 until a run misses, then the gap is halved. CPU and RSS are the daemon's own, from "
          "its /metrics; the client runs on the same cores, and its own CPU per session is in the tables "
          "(a deployment's clients are elsewhere). The baseline is the same search in one process with no "
-         "sockets and no client process (`asr-stream loadtest`), measured in this run." + sessions_note, "",
+         "sockets and no client process (`asr-stream loadtest`), " + baseline_when + "." + sessions_note, "",
          "| chain | sessions held by the daemon | target | | limit `--capacity auto` sets | its measurement |",
          "|---|---|---|---|---|---|"]
     for chain in chains():
