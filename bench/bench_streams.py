@@ -167,6 +167,8 @@ def main(argv=None) -> int:
         L.append(f"| {chain['label']} | {b} | {u} | {ratio} | {'>= ' + str(target) if target else '-'} | {verdict} |")
     nemo_cores = max(r["cores_used"] for (k, _), (_, rep) in results.items() if k != "default" and k != "whisper"
                      for r in rep["results"])
+    nemo_batch = max(r["mean_batch"] or 1.0 for (k, _), (_, rep) in results.items() if k not in ("default", "whisper")
+                     for r in rep["results"])
     whisper_cores = max(r["cores_used"] for (k, _), (_, rep) in results.items() if k in ("default", "whisper")
                         for r in rep["results"])
     L += ["", "![per-stream CPU against N](docs/bench/streams/cpu_per_stream.png)", "",
@@ -176,8 +178,9 @@ def main(argv=None) -> int:
           "same window). The NeMo chains never keep more than "
           f"{nemo_cores:.2f} of the {cores} cores busy: per-stream work in Python (features, CTC decoding, "
           "captions) and NeMo's PyTorch modules share one interpreter lock, so latency breaks before the CPU "
-          "is used up, and batching (up to 5 requests per call) cuts CPU per stream without adding cores. "
-          "Engines in one process per core are the next step.", ""]
+          f"is used up, and batching (up to {nemo_batch:.1f} requests per model call on average) cuts CPU per "
+          "stream without adding cores. The daemon runs the engines in one process per core (*The daemon*, "
+          "below).", ""]
     for chain in chains():
         for batched in (True, False):
             report = results[(chain["key"], batched)][1]
