@@ -28,10 +28,18 @@ MODEL_FREE = {"test_batching", "test_ctc_decoding", "test_demucs_checkpoint", "t
               "test_whisper_grounding", "test_whisper_models"}
 
 
+# The longest modules (minutes each: real speech through Whisper, file by file and continuous) go
+# first, so that with `--dist loadfile` they run beside the many short ones instead of after them.
+LONGEST_FIRST = ("test_whisper_streamed_vs_offline", "test_whisper_continuous", "test_gate", "test_an4_model",
+                 "test_many_streams")
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.module.__name__ not in MODEL_FREE:
             item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))  # stable: the rest keep their order
 
 
 def audioeval_clips() -> list[tuple[Path, str]]:
