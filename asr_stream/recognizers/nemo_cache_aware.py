@@ -216,7 +216,8 @@ class CacheAwareCtcRecognizer:
     def state_size(self) -> dict[str, int]:
         """Per-stream state that could grow with the session (tests check it stays bounded);
         `step_times` is a fixed-size window of the latest steps."""
-        return {"feature_frames": int(self.feats.shape[1]), "utterance_tokens": len(self.transcript.tokens)}
+        return {"feature_frames": int(self.feats.shape[1]), "feature_audio_samples": self.features.held_samples(),
+                "utterance_tokens": len(self.transcript.tokens)}
 
     def _add_features(self, frames: torch.Tensor) -> None:
         if frames.shape[1]:

@@ -42,8 +42,12 @@ class StreamingFeatures:
         needs a chunk of them every few pushes runs the preprocessor once per chunk, not once
         per push: its fixed cost per call is what a live session's 20 ms pieces pay."""
         if len(samples):
-            self._arrived.append(samples.astype(np.float32, copy=False))
+            self._arrived.append(np.array(samples, np.float32))  # a copy: the caller may reuse its buffer
             self.n_samples += len(samples)
+
+    def held_samples(self) -> int:
+        """Audio kept for frames not made yet (bounded while the caller asks for frames)."""
+        return len(self.audio) + sum(len(a) for a in self._arrived)
 
     def available(self) -> int:
         """Frames whose window has fully arrived (made or not)."""
