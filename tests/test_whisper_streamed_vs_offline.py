@@ -177,6 +177,17 @@ def test_unlabeled_librispeech_no_doubled_words(librispeech_texts):
     assert sum(map(doubled_runs, streamed)) <= sum(map(doubled_runs, offline))
 
 
+@needs_shared
+@pytest.mark.parametrize("utterance", ["125-121124-0000", "150-126107-0000"])
+def test_a_word_aligned_short_at_a_buffer_end_is_committed_once(rec, offline_whisper, utterance):
+    """Utterances where one decode aligned a word short at its buffer's end ("in her." over 20 ms,
+    "winding" cut short by a collapsed "sheet.") and the next decode aligned the same word just
+    after it: the same saying, committed once ("fault in her her", "the winding winding sheet")."""
+    audio = load_16k(SHARED_SPEECH / "librispeech_unlabeled" / f"{utterance}.flac")
+    streamed, offline = final_text(stream(rec, audio)), offline_whisper.text(audio)
+    assert doubled_runs(streamed) <= doubled_runs(offline), (streamed, offline)
+
+
 def _speech_span(audio: np.ndarray) -> tuple[int, int]:
     loud = np.flatnonzero(np.abs(audio) > 0.05 * np.abs(audio).max())
     return int(loud[0]), int(loud[-1]) + 1

@@ -48,6 +48,8 @@ from asr_stream.io.vad import CHUNK, SpeechDetector
 
 PROMPT_WORDS = 48  # committed words before the buffer that condition the decoder
 SAME_WORD_JITTER_S = 0.05  # how far two alignments of one word's edges may differ
+SAME_WORD_SHARE = 0.25  # the same word overlapping this share of the shorter alignment is one saying
+SHORT_WORD_S = 0.05  # a word aligned to no more than this has no audio of its own (collapsed, or nearly)
 LOW_LOGPROB = -1.0  # a decode's mean token log-probability below this is suspect (faster-whisper's test)
 
 def bundled_model_path() -> str:
@@ -367,21 +369,22 @@ class WhisperStreamingRecognizer:
 
     def _covers(self, w: AlignedWord) -> bool:
         """Does a committed word cover `w`'s audio: more than half of the shorter of the two, or,
-        for the same word said again, any overlap past the alignment's jitter, or none at all when
-        one of the two is collapsed onto an instant at the other's edge (around a pause the
-        alignment stretches a word over the silence, so a re-transcription can land half off it,
-        or past its end; where a loop starts, a word collapses onto one instant)."""
+        for the same word said again, a quarter of the shorter (at most the alignment's jitter),
+        or none at all when one of the two is too short to be a saying of its own and lies at the
+        other's edge (around a pause the alignment stretches a word over the silence, so a
+        re-transcription can land half off it, or past its end; where a loop starts, or at a
+        buffer's end, a word collapses onto an instant)."""
         k = key(w.text)
         for a, b, committed_key in reversed(self._covered):
             if b <= w.start - SAME_WORD_JITTER_S:
                 break
             overlap = min(b, w.end) - max(a, w.start)
-            if overlap > 0.5 * max(COLLAPSED_S, min(b - a, w.end - w.start)):
+            shorter = min(b - a, w.end - w.start)
+            if overlap > 0.5 * max(COLLAPSED_S, shorter):
                 return True
-            if k and k == committed_key and (overlap > SAME_WORD_JITTER_S
-                                             or ((collapsed(w) or b - a < COLLAPSED_S)
-                                                 and overlap > -SAME_WORD_JITTER_S)):
-                return True  # ... or one of the two collapsed onto an instant at the other's edge
+            if k and k == committed_key and (overlap > min(SAME_WORD_JITTER_S, SAME_WORD_SHARE * shorter)
+                                             or (shorter <= SHORT_WORD_S and overlap > -SAME_WORD_JITTER_S)):
+                return True
         return False
 
     def _emit(self, final: bool, with_tail: bool = True) -> list[Hypothesis]:
