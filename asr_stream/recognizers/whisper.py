@@ -368,7 +368,7 @@ class WhisperStreamingRecognizer:
         return out
 
     def _covers(self, w: AlignedWord) -> bool:
-        """Does a committed word cover `w`'s audio: more than half of the shorter of the two, or,
+        """Does a committed word cover `w`'s audio: half of the shorter of the two or more, or,
         for the same word said again, a quarter of the shorter (at most the alignment's jitter),
         or none at all when one of the two is too short to be a saying of its own and lies at the
         other's edge (around a pause the alignment stretches a word over the silence, so a
@@ -380,7 +380,7 @@ class WhisperStreamingRecognizer:
                 break
             overlap = min(b, w.end) - max(a, w.start)
             shorter = min(b - a, w.end - w.start)
-            if overlap > 0.5 * max(COLLAPSED_S, shorter):
+            if overlap >= 0.5 * max(COLLAPSED_S, shorter) - 1e-6:  # times are rounded to the millisecond
                 return True
             if k and k == committed_key and (overlap > min(SAME_WORD_JITTER_S, SAME_WORD_SHARE * shorter)
                                              or (shorter <= SHORT_WORD_S and overlap > -SAME_WORD_JITTER_S)):
