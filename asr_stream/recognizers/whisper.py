@@ -52,6 +52,15 @@ SAME_WORD_SHARE = 0.25  # the same word overlapping this share of the shorter al
 SHORT_WORD_S = 0.05  # a word aligned to no more than this has no audio of its own (collapsed, or nearly)
 LOW_LOGPROB = -1.0  # a decode's mean token log-probability below this is suspect (faster-whisper's test)
 
+def _said_again(said: list[AlignedWord], words: list[AlignedWord]) -> int:
+    """How many of `words` repeat, in order, the last of `said` where those were aligned to no
+    more than an instant (with no audio of their own, their time says nothing)."""
+    n = min(len(said), len(words))
+    return max((k for k in range(1, n + 1)
+                if [key(w.text) for w in words[:k]] == [key(w.text) for w in said[-k:]]
+                and all(w.end - w.start <= SHORT_WORD_S for w in said[-k:])), default=0)
+
+
 def bundled_model_path() -> str:
     """The default Whisper (tiny.en), for tools that want the model outside the stream."""
     return whisper_models.tiny_en()
@@ -237,12 +246,16 @@ class WhisperStreamingRecognizer:
             keep = speech_end + self.end_margin - self._buf_start
             if 0 < keep < len(self._buf):
                 self._buf = self._buf[:keep]
-        self._commit(self._transcribe(pad_s=self.final_pad))
+        said = self._commit(self._transcribe(pad_s=self.final_pad))
         kept = [w for w in self._tail if not self._covers(w) and not collapsed(w)] if self._looped else []
         if kept:
             # the final decode ran into a loop and was cut (a short window can loop even padded):
             # the words the last partial decode heard after what it kept still stand (those on
-            # audio of their own: a word collapsed onto an instant is where that decode looped)
+            # audio of their own: a word collapsed onto an instant is where that decode looped),
+            # less those the final decode ended with but aligned to no audio of their own (the
+            # same words, put elsewhere: "in the exhibition. exhibition.")
+            kept = kept[_said_again(said, kept):]
+        if kept:
             self._commit(kept)
             self.final_fallbacks += 1
         self._tail = []
@@ -253,10 +266,11 @@ class WhisperStreamingRecognizer:
         self._clear_buffer()
         return hyps
 
-    def _commit(self, words: list[AlignedWord]) -> None:
+    def _commit(self, words: list[AlignedWord]) -> list[AlignedWord]:
         """Commit words (decoder times): their spans are kept for the invariant, and their caption
-        times are made monotonic (separate decodes align slightly differently)."""
-        out = []
+        times are made monotonic (separate decodes align slightly differently). Returns those
+        committed."""
+        out, done = [], []
         for w in words:
             if self._covers(w):  # the invariant, whatever path the word came by
                 self.overlap_rejected += 1
@@ -265,8 +279,10 @@ class WhisperStreamingRecognizer:
             start = max(w.start, self._floor)
             self._floor = max(w.end, start, self._floor)
             out.append(Word(w.text, start, self._floor, w.glued))
+            done.append(w)
         self._committed += out
         self._anchor += out
+        return done
 
     def _split_long_utterance(self) -> list[Hypothesis]:
         """Close an utterance nobody paused in: at a sentence end once it is `max_utterance_s`

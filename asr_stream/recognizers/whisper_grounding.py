@@ -97,27 +97,40 @@ def supported_words(earlier: Sequence[str], new: Sequence[AlignedWord],
     words once onto no audio and then again onto their audio, so the second copy is judged."""
     keys = [key(w) for w in earlier] + [key(w.text) for w in new]
     base, kept, i = len(earlier), [], 0
+    loop_from = None  # where the copies skipped just before this one began (a loop starts there)
     while i < len(new):
         n = repeated_run(keys, base + i)
         back_to_back = n and i >= n and keys[base + i - n : base + i] == keys[base + i : base + i + n]
         original = new[i - n : i] if back_to_back else ()
         m = grounded_length(new[i : i + n], speech_prob, transcribed_until, original) if n else 0
+        unheard = bool(original) and all(map(collapsed, original))  # the copy before has no audio of its own
+        if m == n and unheard and kept[len(kept) - n :] == list(original):
+            # written onto no audio, then onto its audio: this copy is the saying, and a copy
+            # after it is judged against it
+            kept[len(kept) - n :] = new[i : i + n]
+            i += n
+            loop_from = None
+            continue
         if m and back_to_back and looping(keys, base + i, n):
             m = 0  # said a third time straight after: a loop, none of whose copies is trusted
         elif n and m < n and keys[base + i + n : base + i + 2 * n] == keys[base + i : base + i + n]:
+            loop_from = i if loop_from is None else loop_from
             i += n  # written again straight after: the next copy is judged on its own
             continue
         if n and m < n:
             kept += new[i : i + m]
             if not m:  # a word collapsed onto the instant the loop starts, and ending no sentence, is
                 # the loop's first word ("exhibition. The crafts represented ..."), not the speech's last
-                while (kept and collapsed(kept[-1]) and kept[-1].start >= new[i].start - COLLAPSED_S
+                loop_start = new[i if loop_from is None else loop_from].start
+                while (kept and collapsed(kept[-1]) and kept[-1].start >= loop_start - COLLAPSED_S
                        and not kept[-1].text.endswith(tuple(SENTENCE_END))):
                     kept.pop()
             if kept:
                 return kept
             i += n
+            loop_from = None
         else:
+            loop_from = None
             kept.append(new[i])
             i += 1
     return kept
