@@ -371,37 +371,56 @@ class WhisperStreamingRecognizer:
     def _uncovered(self, words: list[AlignedWord]) -> list[AlignedWord]:
         """The invariant: a word is new only where no committed word covers its audio (times as
         the decoder aligned them, unclamped). Words before the first new one re-transcribe
-        committed audio; a word after it that is covered breaks the invariant and is counted."""
+        committed audio; a word after it that is covered breaks the invariant and is counted.
+        Where that re-transcription has followed the committed words in order, the next one is
+        context too when it is the next committed word, on its audio or touching it (two
+        alignments of "an" may start 90 ms apart): a speaker who says it twice is heard in the
+        word after it."""
         out: list[AlignedWord] = []
+        last = None  # the committed word the last context word lay on (its index in _covered)
         for w in words:
-            if not out and (w.end <= self._floor or self._covers(w)):
-                self.context_words += 1
-                continue
-            if out and self._covers(w):
+            if not out:
+                at = self._covering(w)
+                if at is None and last is not None and last + 1 < len(self._covered):
+                    a, b, committed_key = self._covered[last + 1]
+                    if key(w.text) == committed_key and min(b, w.end) - max(a, w.start) > -SAME_WORD_JITTER_S:
+                        at = last + 1
+                if at is not None or w.end <= self._floor:
+                    self.context_words += 1
+                    last = at if at is not None else last
+                    continue
+            elif self._covering(w) is not None:
                 self.overlap_rejected += 1
                 continue
             out.append(w)
         return out
 
     def _covers(self, w: AlignedWord) -> bool:
-        """Does a committed word cover `w`'s audio: half of the shorter of the two or more, or,
-        for the same word said again, a quarter of the shorter (at most the alignment's jitter),
-        or none at all when one of the two is too short to be a saying of its own and lies at the
-        other's edge (around a pause the alignment stretches a word over the silence, so a
-        re-transcription can land half off it, or past its end; where a loop starts, or at a
-        buffer's end, a word collapses onto an instant)."""
+        return self._covering(w) is not None
+
+    def _covering(self, w: AlignedWord) -> int | None:
+        """The committed word (its index in `_covered`) that covers `w`'s audio: half of the
+        shorter of the two or more, or, for the same word said again, a quarter of the shorter
+        (at most the alignment's jitter), or none at all when one of the two is too short to be a
+        saying of its own and lies at the other's edge (around a pause the alignment stretches a
+        word over the silence, so a re-transcription can land half off it, or past its end; where
+        a loop starts, or at a buffer's end, a word collapses onto an instant)."""
         k = key(w.text)
-        for a, b, committed_key in reversed(self._covered):
+        found = None
+        for i in range(len(self._covered) - 1, -1, -1):
+            a, b, committed_key = self._covered[i]
             if b <= w.start - SAME_WORD_JITTER_S:
                 break
             overlap = min(b, w.end) - max(a, w.start)
             shorter = min(b - a, w.end - w.start)
-            if overlap >= 0.5 * max(COLLAPSED_S, shorter) - 1e-6:  # times are rounded to the millisecond
-                return True
-            if k and k == committed_key and (overlap > min(SAME_WORD_JITTER_S, SAME_WORD_SHARE * shorter)
-                                             or (shorter <= SHORT_WORD_S and overlap > -SAME_WORD_JITTER_S)):
-                return True
-        return False
+            same = bool(k) and k == committed_key
+            if overlap >= 0.5 * max(COLLAPSED_S, shorter) - 1e-6 or (  # times are rounded to the millisecond
+                    same and (overlap > min(SAME_WORD_JITTER_S, SAME_WORD_SHARE * shorter)
+                              or (shorter <= SHORT_WORD_S and overlap > -SAME_WORD_JITTER_S))):
+                if same:
+                    return i  # the same word: the one it re-transcribes
+                found = i if found is None else found
+        return found
 
     def _emit(self, final: bool, with_tail: bool = True) -> list[Hypothesis]:
         tail = [w.word() for w in self._tail] if with_tail else []
