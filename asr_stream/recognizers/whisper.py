@@ -234,7 +234,12 @@ class WhisperStreamingRecognizer:
                         Decode(tail, self._buf_end_s, len(self._buf) / SAMPLE_RATE), self.tuning.agreement)
         self.horizon_commits += settled.by_horizon
         self._commit(settled_words(self._tail, tail, settled.count))
-        self._tail = tail[settled.count:]
+        heard, self._tail = self._tail, tail[settled.count:]
+        if self._looped:
+            # cut where it looped, this decode says nothing of the audio after its last word: the
+            # words an earlier decode heard there still stand (the final falls back on them)
+            last = max([self._floor] + [w.end for w in tail])
+            self._tail += [w for w in heard if w.start >= last - SAME_WORD_JITTER_S and not self._covers(w)]
         self._tail_buf_end = self._buf_end_s
         self._tail_buf_s = len(self._buf) / SAMPLE_RATE
         out = self._split_long_utterance()
