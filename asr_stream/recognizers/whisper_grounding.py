@@ -94,7 +94,9 @@ def supported_words(earlier: Sequence[str], new: Sequence[AlignedWord],
     the decode starts with: forced to continue from a wrong committed word, Whisper often replays
     a few words onto no audio and then goes on with the real speech, which is judged on its own.
     Likewise a run only partly on audio and written again straight after: Whisper wrote the
-    words once onto no audio and then again onto their audio, so the second copy is judged."""
+    words once onto no audio and then again onto their audio, so the second copy is judged; and
+    where words already kept lie on no audio and the same words follow on their audio, the second
+    copy takes their place (a loop after it is then cut as usual)."""
     keys = [key(w) for w in earlier] + [key(w.text) for w in new]
     base, kept, i = len(earlier), [], 0
     loop_from = None  # where the copies skipped just before this one began (a loop starts there)
