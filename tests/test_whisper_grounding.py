@@ -139,3 +139,10 @@ def test_a_run_written_onto_no_audio_then_again_onto_its_audio_keeps_the_second_
     out = supported_words(earlier, new, speech, transcribed_until=17.39)
     assert [w.text for w in out] == "Crafts represented in the exhibition.".split()
     assert out[0].start == 17.83
+
+
+def test_a_copy_after_skipped_copies_is_judged_against_the_saying_they_repeat():
+    # AN4 cen7-fvap-b's final decode, recorded ("eight eight four three six four eight", 2.2 s):
+    # the number once over its audio, once collapsed, once more squeezed into the last 0.2 s
+    new = words("884:0.00-0.96 3648:0.96-1.94 884:1.94-1.94 3648:1.94-1.94 884:1.94-1.94 3648:1.94-2.16 8:2.16-2.18")
+    assert kept([], new, speech) == 2

@@ -96,7 +96,9 @@ def supported_words(earlier: Sequence[str], new: Sequence[AlignedWord],
     Likewise a run only partly on audio and written again straight after: Whisper wrote the
     words once onto no audio and then again onto their audio, so the second copy is judged; and
     where words already kept lie on no audio and the same words follow on their audio, the second
-    copy takes their place (a loop after it is then cut as usual)."""
+    copy takes their place (a loop after it is then cut as usual). A copy after skipped ones is
+    judged against the saying they all repeat ("884 3648", then twice more, the last copy
+    squeezed into the utterance's last fifth of a second)."""
     keys = [key(w) for w in earlier] + [key(w.text) for w in new]
     base, kept, i = len(earlier), [], 0
     loop_from = None  # where the copies skipped just before this one began (a loop starts there)
@@ -104,6 +106,9 @@ def supported_words(earlier: Sequence[str], new: Sequence[AlignedWord],
         n = repeated_run(keys, base + i)
         back_to_back = n and i >= n and keys[base + i - n : base + i] == keys[base + i : base + i + n]
         original = new[i - n : i] if back_to_back else ()
+        if back_to_back and loop_from is not None and loop_from >= n and \
+                keys[base + loop_from - n : base + loop_from] == keys[base + i : base + i + n]:
+            original = new[loop_from - n : loop_from]  # the saying the skipped copies repeated
         m = grounded_length(new[i : i + n], speech_prob, transcribed_until, original) if n else 0
         unheard = bool(original) and all(map(collapsed, original))  # the copy before has no audio of its own
         if m == n and unheard and kept[len(kept) - n :] == list(original):
