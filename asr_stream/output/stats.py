@@ -142,7 +142,8 @@ def summarize(chain, latency: LatencyTracker, wall_seconds: float, pace: str) ->
     if skipped is not None:  # live input that fell behind skips partials (never finals) to catch up
         summary["skipped_partials"] = int(skipped)
     counters = {k: getattr(chain.recognizer, k) for k in ("decodes", "horizon_commits", "ungrounded_words",
-                                                          "overlap_rejected", "prompt_retries", "unrecognized_seconds")
+                                                          "overlap_rejected", "prompt_retries", "stall_retries",
+                                                          "unrecognized_seconds")
                 if hasattr(chain.recognizer, k)}
     if counters:  # what the recogniser's streaming policy did (see its module)
         summary["recognizer_counters"] = {k: round(v, 3) for k, v in counters.items()}

@@ -10,7 +10,8 @@ Whisper is not a streaming model; this loop makes it one without dropping words:
 - Committed words are never rewritten. The buffer is cut after them, keeping the last
   `keep_committed_s` of committed audio as context (cut clear of the next word's onset); the
   committed words before the buffer are the decoder's prompt (a decode the prompt derails, by
-  its log-probability, is done again without it). A decode therefore costs what the uncommitted
+  its log-probability, or that stalls, writing nothing new while speech goes on, is done again
+  without it). A decode therefore costs what the uncommitted
   audio costs, not a fixed window.
 - The invariant: a word is committed only where no committed word covers its audio, judged
   from the decoder's own alignment. The decode re-transcribes the context audio, maybe in other
@@ -41,7 +42,7 @@ from asr_stream.errors import UserError
 from asr_stream.recognizers import whisper_models
 from asr_stream.recognizers.local_agreement import Decode, agree, settled_words
 from asr_stream.recognizers.whisper_decoder import SENTENCE_END, AlignedWord, WhisperDecoder
-from asr_stream.recognizers.whisper_grounding import COLLAPSED_S, collapsed, key, supported_words
+from asr_stream.recognizers.whisper_grounding import COLLAPSED_S, SPEECH_PROB, collapsed, key, supported_words
 from asr_stream.recognizers.whisper_tuning import WhisperTuning
 from asr_stream.stages import Hypothesis, Word
 from asr_stream.io.vad import CHUNK, SpeechDetector
@@ -51,6 +52,7 @@ SAME_WORD_JITTER_S = 0.05  # how far two alignments of one word's edges may diff
 SAME_WORD_SHARE = 0.25  # the same word overlapping this share of the shorter alignment is one saying
 SHORT_WORD_S = 0.05  # a word aligned to no more than this has no audio of its own (collapsed, or nearly)
 LOW_LOGPROB = -1.0  # a decode's mean token log-probability below this is suspect (faster-whisper's test)
+STALL_S = 0.8  # speech after the last committed word that a decode writing nothing new has stalled on
 
 def _said_again(said: list[AlignedWord], words: list[AlignedWord]) -> int:
     """How many of `words` repeat, in order, the last of `said` where those were aligned to no
@@ -133,6 +135,7 @@ class WhisperStreamingRecognizer:
         self.overlap_rejected = 0  # words after new ones that lay on committed audio: the invariant's rejects
         self.prompt_retries = 0  # decodes done again without the prompt, the first one having derailed
         self.final_fallbacks = 0  # finals that looped, whose last partial's unsettled words were kept
+        self.stall_retries = 0  # decodes done again without the prompt, the first one having stalled
         self._looped = False
         self.reset()
 
@@ -344,8 +347,26 @@ class WhisperStreamingRecognizer:
         """Decode the buffer; returns only the new words the audio supports, with times on the
         stream's timeline."""
         t0 = time.perf_counter()
+        words = self._decode_buffer(pad_s, with_prompt=True)
+        if not words and self._prompt and self._stalled():
+            # the decode wrote the committed words again and stopped, though speech goes on after
+            # them (Whisper does, decode after decode, until the buffer is full, mostly in babble):
+            # decoded once more without the prompt, it goes on with the new speech
+            self.stall_retries += 1
+            words = self._decode_buffer(pad_s, with_prompt=False)
+        self.decodes += 1
+        self.decode_seconds += time.perf_counter() - t0
+        return words
+
+    def _stalled(self) -> bool:
+        """Has speech gone on for `STALL_S` after the last committed word?"""
+        end = self._buf_end_s
+        return bool(self._anchor) and end - self._floor >= STALL_S and \
+            self._speech_prob(self._floor, end) >= SPEECH_PROB
+
+    def _decode_buffer(self, pad_s: float | None, with_prompt: bool) -> list[AlignedWord]:
         anchor = self._anchor
-        prompt = list(self._prompt)
+        prompt = list(self._prompt) if with_prompt else []
         audio, offset = self._buf, self._buf_start / SAMPLE_RATE
         if self._buf_start == 0 and self.lead_pad:
             # speech from the stream's first sample: Whisper drops a window's first word when it
@@ -368,10 +389,7 @@ class WhisperStreamingRecognizer:
         supported = supported_words(earlier, words, self._speech_prob, self._buf_start / SAMPLE_RATE)
         self.ungrounded_words += len(words) - len(supported)
         self._looped = len(supported) < len(words)
-        words = self._uncovered(supported)
-        self.decodes += 1
-        self.decode_seconds += time.perf_counter() - t0
-        return words
+        return self._uncovered(supported)
 
     def _uncovered(self, words: list[AlignedWord]) -> list[AlignedWord]:
         """The invariant: a word is new only where no committed word covers its audio (times as
@@ -409,7 +427,10 @@ class WhisperStreamingRecognizer:
         (at most the alignment's jitter), or none at all when one of the two is too short to be a
         saying of its own and lies at the other's edge (around a pause the alignment stretches a
         word over the silence, so a re-transcription can land half off it, or past its end; where
-        a loop starts, or at a buffer's end, a word collapses onto an instant)."""
+        a loop starts, or at a buffer's end, a word collapses onto an instant). A word whose edge
+        only touches a committed word squeezed shorter than the touch (by the jitter, and less
+        than half of itself) is the word after it ("they" aligned to 40 ms, "act" starting 20 ms
+        before its end)."""
         k = key(w.text)
         found = None
         for i in range(len(self._covered) - 1, -1, -1):
@@ -419,7 +440,8 @@ class WhisperStreamingRecognizer:
             overlap = min(b, w.end) - max(a, w.start)
             shorter = min(b - a, w.end - w.start)
             same = bool(k) and k == committed_key
-            if overlap >= 0.5 * max(COLLAPSED_S, shorter) - 1e-6 or (  # times are rounded to the millisecond
+            touching = overlap <= SAME_WORD_JITTER_S and overlap < 0.5 * (w.end - w.start)
+            if (overlap >= 0.5 * max(COLLAPSED_S, shorter) - 1e-6 and not touching) or (  # times: to the ms
                     same and (overlap > min(SAME_WORD_JITTER_S, SAME_WORD_SHARE * shorter)
                               or (shorter <= SHORT_WORD_S and overlap > -SAME_WORD_JITTER_S))):
                 if same:
