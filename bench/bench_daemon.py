@@ -1,13 +1,14 @@
 """The daemon in BENCHMARKS.md: how many live sessions one `asr-stream serve` holds, latency
 against sessions, and a soak with RSS over time.
 
-For each chain (the default, Whisper without a denoiser, the project's AN4 NeMo model on ONNX,
+For each chain (the default on clean speech and on the same speech mixed with babble at 5 dB,
+where the gate starts the denoiser; Whisper without a denoiser; the project's AN4 NeMo model on ONNX,
 a FastConformer small of random weights on ONNX: a model of the size users fine-tune) a daemon is started and `asr-stream loadtest --server` searches for the largest N of real-time
 WebSocket sessions with final p95 <= 1.5 s (as the clients see it) and no dropped audio. The
 baseline, in the same run: the same search in one process with no sockets (`asr-stream
 loadtest`), for the default chain. Then the soak: sessions of the default chain back to back
 (a new connection each minute) for --soak-min minutes, the daemon's RSS read from /metrics every
-10 s. Targets (sessions held): default chain >= 4, Whisper >= 6, AN4 >= 20, FastConformer small >= 16.
+10 s. Targets (sessions held): default chain >= 4 (clean and in babble), Whisper >= 6, AN4 >= 20, FastConformer small >= 16.
 
     python bench/bench_daemon.py --out BENCHMARKS.md [--soak-min 30] [--keep-soak] [--rerun an4,small-onnx]
 """
@@ -39,6 +40,8 @@ FINAL_P95 = 1.5
 SESSION_S = 20.0
 SOAK_SESSION_S = 60.0
 MAX_STREAMS = 32
+SHARED = ROOT.parent / "shared" / "data"
+BABBLE_TALKERS = 16  # LibriSpeech utterances (other speakers than the sessions') the babble is made of
 
 
 def chains() -> list[dict]:
@@ -47,6 +50,8 @@ def chains() -> list[dict]:
     nemo80 = ["--denoiser", "none", "--asr", "nemo", "--lookahead-ms", "80"]
     return [
         dict(label="default chain (DeepFilterNet3 gated + Whisper tiny.en)", key="default", args=[], target=4),
+        dict(label="default chain, the speech mixed with babble at 5 dB (the denoiser on)", key="default-babble",
+             args=[], target=4, babble_snr=5.0),
         dict(label="Whisper tiny.en, no denoiser", key="whisper", args=["--denoiser", "none"], target=6),
         dict(label="AN4 NeMo model (cache-aware 80 ms, ONNX), no denoiser", key="an4",
              args=[*nemo80, "--model", "an4_fastconformer_ctc", "--runtime", "onnx"], target=20),
@@ -110,9 +115,33 @@ def _loadtest_args(files: list[str], out: Path, server: str | None, chain_args: 
     return args + (["--server", server] if server else chain_args)
 
 
+def babble_files(files: list[str], snr: float, folder: Path) -> list[str]:
+    """The speech files mixed with babble (four other talkers summed, from the unlabelled
+    LibriSpeech utterances, or from the other speech files without ../shared) at `snr` dB,
+    seeded per file, written to `folder`."""
+    import soundfile as sf
+
+    from asr_stream.evaluation.mixing import Condition, Mixer
+    from asr_stream.io.audio_files import load_16k
+
+    talkers = sorted((SHARED / "speech" / "librispeech_unlabeled").glob("*.flac"))[:BABBLE_TALKERS]
+    speech = [load_16k(f) for f in files]
+    sources = [load_16k(f) for f in talkers] if talkers else speech
+    mixer = Mixer(SHARED / "noise", babble_sources=sources)
+    out = []
+    for i, (f, audio) in enumerate(zip(files, speech)):
+        mixed, _ = mixer.make(audio, Condition("babble", snr), Path(f).stem, index=None if talkers else i)
+        path = folder / f"{Path(f).stem}_babble{snr:g}dB.wav"
+        sf.write(path, mixed, 16000, subtype="PCM_16")
+        out.append(str(path))
+    return out
+
+
 def _shown(args: list[str], files: list[str], out: Path, server: str | None) -> str:
     shown = " ".join(shlex.quote(a) for a in ["asr-stream", *args[1:]])
-    shown = shown.replace(" ".join(shlex.quote(f) for f in files), f"<{len(files)} speech files>")
+    mixed = "_babble" in files[0]
+    shown = shown.replace(" ".join(shlex.quote(f) for f in files),
+                          f"<{len(files)} speech files{' mixed with babble' if mixed else ''}>")
     shown = shown.replace(shlex.quote(str(out)), out.name)
     return shown.replace(server, "ws://127.0.0.1:PORT") if server else shown
 
@@ -272,7 +301,7 @@ def main(argv=None) -> int:
                    help="run the soak again but keep the last full run's sessions tables (docs/bench/daemon/results.json)")
     p.add_argument("--keep-soak", action="store_true",
                    help="measure the sessions again but keep the last full run's soak (docs/bench/daemon/results.json)")
-    p.add_argument("--rerun", help="comma-separated chain keys (default, whisper, an4, small-onnx, baseline) to "
+    p.add_argument("--rerun", help="comma-separated chain keys (default, default-babble, whisper, an4, small-onnx, baseline) to "
                                    "measure again; the other chains, the baseline and the soak are kept from "
                                    "docs/bench/daemon/results.json")
     args = p.parse_args(argv)
@@ -318,18 +347,19 @@ def main(argv=None) -> int:
         for chain in (chains() if not (args.soak_only and previous) else []):
             if chain["key"] in kept_keys:
                 continue
+            audio = babble_files(files, chain["babble_snr"], Path(tmp)) if chain.get("babble_snr") is not None else files
             with Daemon(exe, chain["args"], capacity="auto") as d:  # the limit it would set itself
                 auto = d.readyz()
                 estimates[chain["key"]] = {"sessions": auto["max_sessions"], "source": auto["capacity"]}
             with Daemon(exe, chain["args"]) as d:  # the split first: a search's last runs leave work queued
-                splits[chain["key"]] = cpu_split(exe, files, d.url, d.proc.pid, SESSION_S)
-                shown, report = loadtest(exe, files, Path(tmp) / f"{chain['key']}.json", d.url, [])
+                splits[chain["key"]] = cpu_split(exe, audio, d.url, d.proc.pid, SESSION_S)
+                shown, report = loadtest(exe, audio, Path(tmp) / f"{chain['key']}.json", d.url, [])
             results[chain["key"]] = (chain, report)
             commands[chain["key"]] = (d.shown.replace("--port 0", "--port PORT"), shown)
         if args.soak_only and previous:
             results = {k: (next(c for c in chains() if c["key"] == k), r) for k, r in previous["chains"].items()}
             splits = previous.get("splits", {})
-            for chain in chains():  # the same commands as the run that measured them
+            for chain in [c for c in chains() if c["key"] in results]:  # the commands of the run that measured them
                 out = Path(tmp) / f"{chain['key']}.json"
                 commands[chain["key"]] = (
                     Daemon(exe, chain["args"]).shown.replace("--port 0", "--port PORT"),
@@ -388,7 +418,7 @@ def main(argv=None) -> int:
          "sockets and no client process (`asr-stream loadtest`), " + baseline_when + "." + sessions_note, "",
          "| chain | sessions held by the daemon | target | | limit `--capacity auto` sets | its measurement |",
          "|---|---|---|---|---|---|"]
-    for chain in chains():
+    for chain in [c for c in chains() if c["key"] in results]:
         cap = results[chain["key"]][1]["capacity"]
         target = chain["target"]
         verdict = "" if target is None else ("met" if cap >= target else f"**missed** ({cap} of {target})")
@@ -415,7 +445,7 @@ def main(argv=None) -> int:
             L.append(f"| {chain['label']} | {cells} | {sum(split['groups'].values()):.3f} | {_stages(split)} | "
                      f"`{shown}` |")
         L.append("")
-    for chain in chains():
+    for chain in [c for c in chains() if c["key"] in results]:
         report = results[chain["key"]][1]
         daemon_cmd, load_cmd = commands[chain["key"]]
         L += [f"### {chain['label']}", "", f"`{daemon_cmd}`, then `{load_cmd}`", "",
