@@ -11,8 +11,7 @@ Whisper is not a streaming model; this loop makes it one without dropping words:
   `keep_committed_s` of committed audio as context (cut clear of the next word's onset); the
   committed words before the buffer are the decoder's prompt (a decode the prompt derails, by
   its log-probability, or that stalls, writing nothing new while speech goes on, is done again
-  without it). A decode therefore costs what the uncommitted
-  audio costs, not a fixed window.
+  without it). A decode therefore costs what the uncommitted audio costs, not a fixed window.
 - The invariant: a word is committed only where no committed word covers its audio, judged
   from the decoder's own alignment. The decode re-transcribes the context audio, maybe in other
   words; those words lie on committed audio and are dropped, so one stretch of audio is never
