@@ -350,9 +350,15 @@ def main(argv=None) -> int:
             audio = babble_files(files, chain["babble_snr"], Path(tmp)) if chain.get("babble_snr") is not None else files
             with Daemon(exe, chain["args"], capacity="auto") as d:  # the limit it would set itself
                 auto = d.readyz()
-                estimates[chain["key"]] = {"sessions": auto["max_sessions"], "source": auto["capacity"]}
-            with Daemon(exe, chain["args"]) as d:  # the split first: a search's last runs leave work queued
+                # one live session on the fresh daemon: where its CPU goes, and the limit the
+                # daemon sets once it has read what a session of this audio costs
                 splits[chain["key"]] = cpu_split(exe, audio, d.url, d.proc.pid, SESSION_S)
+                time.sleep(1.5)  # the daemon reads its sessions' cost once a second
+                after = d.readyz()
+                estimates[chain["key"]] = {"sessions": auto["max_sessions"], "source": auto["capacity"],
+                                           "after_session": after["max_sessions"],
+                                           "cost_now": after.get("session_cost_now")}
+            with Daemon(exe, chain["args"]) as d:
                 shown, report = loadtest(exe, audio, Path(tmp) / f"{chain['key']}.json", d.url, [])
             results[chain["key"]] = (chain, report)
             commands[chain["key"]] = (d.shown.replace("--port 0", "--port PORT"), shown)
@@ -416,14 +422,20 @@ def main(argv=None) -> int:
          "its /metrics; the client runs on the same cores, and its own CPU per session is in the tables "
          "(a deployment's clients are elsewhere). The baseline is the same search in one process with no "
          "sockets and no client process (`asr-stream loadtest`), " + baseline_when + "." + sessions_note, "",
-         "| chain | sessions held by the daemon | target | | limit `--capacity auto` sets | its measurement |",
-         "|---|---|---|---|---|---|"]
+         "| chain | sessions held by the daemon | target | | limit `--capacity auto` sets | its measurement | "
+         "the limit after one live session of the chain's audio |",
+         "|---|---|---|---|---|---|---|"]
     for chain in [c for c in chains() if c["key"] in results]:
         cap = results[chain["key"]][1]["capacity"]
         target = chain["target"]
         verdict = "" if target is None else ("met" if cap >= target else f"**missed** ({cap} of {target})")
         est = estimates.get(chain["key"])
         est_cells = f"{est['sessions']} | {est['source']}" if est else "not measured in this run | "
+        if est and est.get("after_session") is not None:
+            cost = f" (sessions read {est['cost_now']:.2f} CPU s per audio s)" if est.get("cost_now") else ""
+            est_cells += f" | {est['after_session']}{cost}"
+        else:
+            est_cells += " | not measured"
         L.append(f"| {chain['label']} | {cap} | {'>= ' + str(target) if target else '-'} | {verdict} | {est_cells} |")
     ratio = f"{default_cap / baseline['capacity']:.2f}" if baseline["capacity"] else "n/a"
     L += ["", f"Baseline, the default chain in one process without sockets: {baseline['capacity']} streams held "
@@ -432,8 +444,8 @@ def main(argv=None) -> int:
     if splits:
         groups = list(THREAD_GROUPS.values())
         L += ["### Where one session's CPU goes", "",
-              "One live session on each chain's daemon before its search, CPU seconds per second of audio by group of "
-              "threads, read from /proc around the session (the project names its threads at the OS level); "
+              "One live session on a fresh daemon of each chain (`--capacity auto`: the one whose limits are in "
+              "the table above), CPU seconds per second of audio by group of threads, read from /proc around the session (the project names its threads at the OS level); "
               "the stage columns are the scheduler's wall time inside each stage, as in the tables below.", "",
               "| chain | " + " | ".join(groups) + " | total | denoiser / recognizer s per audio s | command |",
               "|---|" + "---|" * (len(groups) + 3)]

@@ -302,7 +302,7 @@ class TranscriptionEndpoint:
             if session.closed.is_set():
                 return
             session.accept_waveform(audio[i : i + piece])
-            self.server.metrics.audio_seconds.inc(len(audio[i : i + piece]) / SAMPLE_RATE)
+            self.server.audio_in(len(audio[i : i + piece]) / SAMPLE_RATE)
         session.finish()
 
     async def _fail(self, stream, message: str) -> web.StreamResponse:

@@ -4,13 +4,14 @@ several servers in one process (tests) keep separate counts."""
 from __future__ import annotations
 
 import gc
-import os
 import tracemalloc
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics,
                                generate_latest)
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401 (the server sends it)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from asr_stream.runtime.proc import process_usage
 
 disable_created_metrics()  # the *_created series add nothing a scrape needs
 
@@ -72,8 +73,6 @@ class WorkerCollector:
 
     def __init__(self, pool):
         self.pool = pool
-        self.tick = os.sysconf("SC_CLK_TCK")
-        self.page = os.sysconf("SC_PAGE_SIZE")
 
     def describe(self):
         return []  # collected only at scrape time: the workers come and go
@@ -84,13 +83,11 @@ class WorkerCollector:
         rss = GaugeMetricFamily("asr_stream_worker_resident_memory_bytes", "Resident memory of each worker process",
                                 labels=["worker"])
         for w in list(self.pool.workers):
-            try:
-                with open(f"/proc/{w.pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
+            usage = process_usage(w.pid) if w.pid else None
+            if usage is None:
                 continue  # gone (or not Linux)
-            cpu.add_metric([str(w.index)], (int(fields[11]) + int(fields[12])) / self.tick)
-            rss.add_metric([str(w.index)], int(fields[21]) * self.page)
+            cpu.add_metric([str(w.index)], usage.cpu_s)
+            rss.add_metric([str(w.index)], usage.rss_bytes)
         yield cpu
         yield rss
         restarts = CounterMetricFamily("asr_stream_worker_restarts", "Worker processes started again after dying")

@@ -99,6 +99,9 @@ class CaptionServer:
         self.config = config
         self.metrics = ServerMetrics()
         self.capacity = admission.fixed(config.max_sessions)  # until the engines are loaded and measured
+        self.limit = self.capacity  # the capacity, lowered while sessions cost more than measured
+        self.live_cost = admission.LiveCost()
+        self._metering: asyncio.Task | None = None
         self.metrics.max_sessions.set(config.max_sessions)
         self.chain: dict[str, str] | None = None  # the loaded chain's stage names
         self.scheduler = None  # a MultiStreamScheduler in this process, or a WorkerPool
@@ -155,7 +158,9 @@ class CaptionServer:
         except UserError:
             self.scheduler.close()
             raise
+        self.limit = self.capacity
         self.metrics.max_sessions.set(self.capacity.sessions)
+        self._metering = asyncio.create_task(self._meter_live_cost())
         log.info(f"taking up to {self.capacity.sessions} session{'s' if self.capacity.sessions != 1 else ''} "
                  f"({self.capacity.source})", extra={"event": "capacity", "sessions": self.capacity.sessions})
         self.chain = {"denoiser": denoiser, "recognizer": recognizer}
@@ -173,6 +178,23 @@ class CaptionServer:
             return admission.from_cost(cost, c.max_sessions)
         return admission.from_loadtest(c.capacity, admission.describe_chain(self.settings, denoiser, recognizer),
                                        c.max_sessions)
+
+    async def _meter_live_cost(self, every_s: float = 1.0) -> None:
+        """Read what sessions cost now and lower the limit while they cost more than measured."""
+        while True:
+            self.live_cost.sample(self.scheduler.pids() if hasattr(self.scheduler, "pids") else [])
+            limit = admission.lowered_by_live_cost(self.capacity, self.live_cost.cost())
+            if limit.sessions != self.limit.sessions:
+                log.info(f"taking up to {limit.sessions} session{'s' if limit.sessions != 1 else ''} "
+                         f"({limit.source})", extra={"event": "capacity", "sessions": limit.sessions})
+                self.metrics.max_sessions.set(limit.sessions)
+            self.limit = limit
+            await asyncio.sleep(every_s)
+
+    def audio_in(self, seconds: float) -> None:
+        """Count audio received by any protocol (metrics, and what sessions cost per second of it)."""
+        self.metrics.audio_seconds.inc(seconds)
+        self.live_cost.add_audio(seconds)
 
     @property
     def ready(self) -> bool:
@@ -197,6 +219,8 @@ class CaptionServer:
                 await asyncio.wait(pending, timeout=2.0)
 
     def close(self) -> None:
+        if self._metering is not None:
+            self._metering.cancel()
         if self.scheduler is not None:
             self.scheduler.close()
         self.opener.shutdown(wait=False)
@@ -207,10 +231,13 @@ class CaptionServer:
 
     async def readyz(self, request: web.Request) -> web.Response:
         state = self._state()
-        body = {"status": state, "sessions": len(self.connections), "max_sessions": self.capacity.sessions,
-                "capacity": self.capacity.source, "instance": self.config.instance}
+        body = {"status": state, "sessions": len(self.connections), "max_sessions": self.limit.sessions,
+                "capacity": self.limit.source, "instance": self.config.instance}
         if self.capacity.session_cost is not None:
             body["session_cost"] = self.capacity.session_cost  # CPU s per audio s, measured at start
+        live = self.live_cost.cost()
+        if live is not None:
+            body["session_cost_now"] = round(live, 3)  # over the last LiveCost.WINDOW_S
         if self.chain is not None:  # what the daemon runs (the caption page shows it)
             body["chain"] = admission.describe_chain(self.settings, self.chain["denoiser"], self.chain["recognizer"])
         if hasattr(self.scheduler, "describe"):
@@ -226,7 +253,7 @@ class CaptionServer:
             return "loading"
         if not getattr(self.scheduler, "available", True):
             return "restarting"  # every worker process is starting again
-        if len(self.connections) >= self.capacity.sessions:
+        if len(self.connections) >= self.limit.sessions:
             return "full"
         if admission.behind([c.session.backlog_s for c in list(self.connections.values())  # uploads are files
                              if getattr(c, "live", False) and getattr(c, "session", None) is not None]):
@@ -287,7 +314,7 @@ class CaptionServer:
         state = self._state()
         if state != "ready":
             return self._refuse(503, refusal_reason(state), f"not taking sessions: {state}" + {
-                "full": f" ({self.capacity.sessions} sessions open: {self.capacity.source})",
+                "full": f" ({len(self.connections)} sessions open: {self.limit.source})",
                 "behind": f" (a live session is more than {admission.BEHIND_S:g} s behind its audio)"}.get(state, ""))
         conn = self.admit(lambda session_id: Connection(self, ws, params, session_id, request.remote))
         conn.task = asyncio.current_task()
@@ -540,7 +567,7 @@ class Connection:
     def _push_audio(self, y: np.ndarray) -> None:
         if len(y):
             dropped = self.session.accept_waveform(y)
-            self.server.metrics.audio_seconds.inc(len(y) / SAMPLE_RATE)
+            self.server.audio_in(len(y) / SAMPLE_RATE)
             if dropped:
                 self.server.metrics.dropped_samples.inc(dropped)
 

@@ -293,6 +293,10 @@ class WorkerPool:
             raise session.error
         return session
 
+    def pids(self) -> list[int]:
+        """The worker processes now (their CPU counts in what sessions cost)."""
+        return [w.pid for w in self.workers if w.pid]
+
     def describe(self) -> list[dict]:
         return [{"worker": w.index, "pid": w.pid, "state": "ready" if self._serving(w) else "starting",
                  "sessions": sorted(w.sessions)} for w in self.workers]

@@ -177,7 +177,7 @@ class WyomingHandler(AsyncEventHandler):
     def _push(self, y) -> None:
         if len(y):
             self.current.session.accept_waveform(y)
-            self.server.metrics.audio_seconds.inc(len(y) / SAMPLE_RATE)
+            self.server.audio_in(len(y) / SAMPLE_RATE)
 
     def _stop(self, reason: str) -> None:
         """No more audio for this transcription (audio-stop, the drain, the time limit): the
