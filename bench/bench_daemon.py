@@ -9,6 +9,8 @@ baseline, in the same run: the same search in one process with no sockets (`asr-
 loadtest`), for the default chain. Then the soak: sessions of the default chain back to back
 (a new connection each minute) for --soak-min minutes, the daemon's RSS read from /metrics every
 10 s. Targets (sessions held): default chain >= 4 (clean and in babble), Whisper >= 6, AN4 >= 20, FastConformer small >= 16.
+The peer, in the same run where `make peers` built it: WhisperLive with the same tiny.en model,
+its own server and client, 1, 2, 4 and 8 sessions at once of the same speech.
 
     python bench/bench_daemon.py --out BENCHMARKS.md [--soak-min 30] [--keep-soak] [--rerun an4,small-onnx]
 """
@@ -37,11 +39,14 @@ from common import cpu_and_cores, save_plot, write_section  # noqa: E402
 BEGIN, END = "<!-- daemon:begin -->", "<!-- daemon:end -->"
 DOCS = ROOT / "docs" / "bench" / "daemon"
 FINAL_P95 = 1.5
+PARTIAL_P95 = 1.0  # the issue's partial bound (the peer is judged by it too)
 SESSION_S = 20.0
 SOAK_SESSION_S = 60.0
 MAX_STREAMS = 32
 SHARED = ROOT.parent / "shared" / "data"
 BABBLE_TALKERS = 16  # LibriSpeech utterances (other speakers than the sessions') the babble is made of
+PEER_PY = ROOT / ".venv-peers" / "bin" / "python"
+PEER_COUNTS = (1, 2, 4, 8)
 
 
 def chains() -> list[dict]:
@@ -135,6 +140,45 @@ def babble_files(files: list[str], snr: float, folder: Path) -> list[str]:
         sf.write(path, mixed, 16000, subtype="PCM_16")
         out.append(str(path))
     return out
+
+
+def run_peer(files: list[str], folder: Path) -> dict | None:
+    """WhisperLive's server with the same tiny.en model, N sessions at once of the tracks our
+    loadtest sends (session i starts at clip i), for each N in PEER_COUNTS."""
+    if not PEER_PY.exists():
+        return None
+    import soundfile as sf
+
+    from asr_stream.recognizers import whisper_models
+    from asr_stream.serve.loadtest import speech_tracks
+
+    paths = []
+    for i, track in enumerate(speech_tracks(files, max(PEER_COUNTS), SESSION_S)):
+        paths.append(str(folder / f"peer_track{i}.wav"))
+        sf.write(paths[-1], track, 16000, subtype="PCM_16")
+    (folder / "peer_tracks.json").write_text(json.dumps(paths))
+    out = folder / "peer_load.json"
+    args = [str(PEER_PY), str(ROOT / "bench" / "peer_whisperlive.py"), "--model", whisper_models.resolve("tiny.en"),
+            "--tracks", str(folder / "peer_tracks.json"), "--concurrent", ",".join(map(str, PEER_COUNTS)),
+            "--out", str(out)]
+    print("$ " + " ".join(args), flush=True)
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    if not out.exists():
+        raise SystemExit(f"WhisperLive's load run failed: {proc.stderr.strip()[-2000:]}")
+    runs = json.loads(out.read_text())["runs"]
+    import numpy as np
+
+    def pct(values, q):
+        return float(np.percentile(values, q)) if values else None
+
+    return {"measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "command": (".venv-peers/bin/python bench/peer_whisperlive.py --model <bundled tiny.en> --tracks "
+                        f"<{max(PEER_COUNTS)} tracks of {SESSION_S:g} s: the loadtest's> --concurrent "
+                        f"{','.join(map(str, PEER_COUNTS))} --out peer_load.json"),
+            "runs": [{"streams": r["streams"], "failed": len(r["errors"]), "cpu_per_audio_s": r["cpu_per_audio_s"],
+                      "partial_p50_s": pct(r["partial_lags"], 50), "partial_p95_s": pct(r["partial_lags"], 95),
+                      "final_p50_s": pct(r["segment_delays"], 50), "final_p95_s": pct(r["segment_delays"], 95),
+                      "segments": len(r["segment_delays"])} for r in runs]}
 
 
 def _shown(args: list[str], files: list[str], out: Path, server: str | None) -> str:
@@ -277,6 +321,34 @@ def plot_soak(report: dict, path: Path) -> None:
     save_plot(fig, path)
 
 
+def _peer_lines(peer: dict | None, results: dict) -> list[str]:
+    L = ["### The peer: WhisperLive with the same model, sessions at once", ""]
+    if peer is None:
+        return L + ["WhisperLive (PyPI `whisper-live`): not installed here (`make peers` builds `.venv-peers`).", ""]
+    held = max([r["streams"] for r in peer["runs"] if not r["failed"] and r["final_p95_s"] is not None
+                and r["final_p95_s"] <= FINAL_P95] or [0])
+    by_partials = max([r["streams"] for r in peer["runs"] if not r["failed"] and r["partial_p95_s"] is not None
+                       and r["partial_p95_s"] <= PARTIAL_P95] or [0])
+    L += [f"WhisperLive 0.10 (faster_whisper backend, its VAD on, one shared model: `single_model`) with our bundled "
+          f"tiny.en, its own server and `StreamingTranscriptionClient` in one process, N sessions at once of the same "
+          f"{SESSION_S:g} s tracks as our loadtest's, 0.1 s chunks at wall-clock pace, then 2 s of silence; measured "
+          f"{peer['measured']}. Committed = a completed segment, from its audio's end to its arrival (our final); "
+          "partial lag = at each pending-segment update, from the end of its audio to its arrival (our partial). "
+          "CPU is the whole process's (server and clients) per second of audio: WhisperLive decodes its pending "
+          "audio again as soon as a decode ends, so one session keeps more than a core busy. By the rule of our "
+          f"table (final p95 <= {FINAL_P95:g} s, no session failed) it holds **{held}**, by its partials alone "
+          f"(partial p95 <= {PARTIAL_P95:g} s) {by_partials}; Whisper tiny.en without a denoiser on our daemon "
+          f"holds {results['whisper'][1]['capacity'] if 'whisper' in results else 'n/a'} (above). "
+          f"`{peer['command']}`", "",
+          "| N | partial lag p50 / p95 ms | committed p50 / p95 ms | segments | CPU per audio s | failed |",
+          "|---|---|---|---|---|---|"]
+    for r in peer["runs"]:
+        L.append(f"| {r['streams']} | {_ms(r['partial_p50_s'])} / {_ms(r['partial_p95_s'])} | "
+                 f"{_ms(r['final_p50_s'])} / {_ms(r['final_p95_s'])} | {r['segments']} | "
+                 f"{r['cpu_per_audio_s']:.2f} | {r['failed']} |")
+    return L + [""]
+
+
 def _stages(r: dict) -> str:
     """Seconds spent in the denoiser and the recogniser per second of one session's audio (wall
     time of the worker thread in each stage: what a profile of the stages would split)."""
@@ -301,13 +373,13 @@ def main(argv=None) -> int:
                    help="run the soak again but keep the last full run's sessions tables (docs/bench/daemon/results.json)")
     p.add_argument("--keep-soak", action="store_true",
                    help="measure the sessions again but keep the last full run's soak (docs/bench/daemon/results.json)")
-    p.add_argument("--rerun", help="comma-separated chain keys (default, default-babble, whisper, an4, small-onnx, baseline) to "
+    p.add_argument("--rerun", help="comma-separated chain keys (default, default-babble, whisper, an4, small-onnx, baseline, peer) to "
                                    "measure again; the other chains, the baseline and the soak are kept from "
                                    "docs/bench/daemon/results.json")
     args = p.parse_args(argv)
     rerun = set(args.rerun.split(",")) if args.rerun else None
     if rerun is not None:
-        unknown = rerun - {c["key"] for c in chains()} - {"baseline"}
+        unknown = rerun - {c["key"] for c in chains()} - {"baseline", "peer"}
         if unknown:
             p.error(f"--rerun: unknown chain(s) {', '.join(sorted(unknown))}")
         args.keep_soak = True
@@ -379,6 +451,10 @@ def main(argv=None) -> int:
             baseline_when = "kept from an earlier run" + (f" (measured {baseline['measured']})" if baseline.get("measured") else "")
         else:
             base_cmd, baseline = loadtest(exe, files, Path(tmp) / "default-in-process.json", None, [])
+        if rerun is not None and "peer" not in rerun and previous:
+            peer = previous.get("peer")
+        else:
+            peer = run_peer(files, Path(tmp))
         soak_note = ""
         if args.keep_soak and previous:
             soaked = previous["soak"]
@@ -397,7 +473,8 @@ def main(argv=None) -> int:
     (DOCS / "results.json").write_text(json.dumps({"chains": {k: r for k, (_, r) in results.items()},
                                                    "commands": commands, "estimates": estimates, "splits": splits,
                                                    "baseline": baseline,
-                                                   "baseline_command": base_cmd, "soak": soaked}, indent=1) + "\n")
+                                                   "baseline_command": base_cmd, "soak": soaked, "peer": peer},
+                                                  indent=1) + "\n")
     plot_latency(results, DOCS / "latency_vs_sessions.png")
     plot_soak(soaked, DOCS / "soak_rss.png")
     rss = soaked["rss"]
@@ -441,6 +518,7 @@ def main(argv=None) -> int:
     L += ["", f"Baseline, the default chain in one process without sockets: {baseline['capacity']} streams held "
           f"(daemon / in-process = {ratio}); `{base_cmd}`.", "",
           "![final latency against sessions](docs/bench/daemon/latency_vs_sessions.png)", ""]
+    L += _peer_lines(peer, results)
     if splits:
         groups = list(THREAD_GROUPS.values())
         L += ["### Where one session's CPU goes", "",
