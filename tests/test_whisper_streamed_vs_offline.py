@@ -190,6 +190,35 @@ def test_a_word_committed_at_a_buffer_end_is_committed_once(rec, offline_whisper
     assert doubled_runs(streamed) <= doubled_runs(offline), (streamed, offline)
 
 
+def test_a_word_after_a_committed_word_said_again_is_new_speech(rec):
+    """Recorded from LJ001-0005 ("in the middle of the 15th century"): the decode that committed
+    "the" aligned it over 320 ms, into the next word; the next decode said the committed words
+    again, "the" on its own 160 ms, then "15th", which overlaps the stretched "the" by 200 ms. That
+    "the" was already said again by the word before, so "15th" is new speech, not committed audio
+    (it was lost: "in the middle of the century")."""
+    from asr_stream.recognizers.whisper import WhisperStreamingRecognizer
+    from asr_stream.recognizers.whisper_decoder import AlignedWord
+
+    s = WhisperStreamingRecognizer(decoder=rec.decoder)  # a fresh stream on the loaded model
+    committed = [("in", 2.02, 2.40), ("the", 2.40, 2.44), ("middle", 2.44, 2.62), ("of", 2.62, 2.84),
+                 ("the", 2.84, 3.16)]
+    s._covered.extend((a, b, key(t)) for t, a, b in committed)
+    s._floor = 3.16
+    decode = [AlignedWord(t, a, b, 0.9) for t, a, b in [
+        ("in", 1.88, 2.26), ("the", 2.26, 2.40), ("middle", 2.40, 2.60), ("of", 2.60, 2.80), ("the", 2.80, 2.96),
+        ("15th", 2.96, 3.60), ("century.", 3.60, 3.86)]]
+    assert [w.text for w in s._uncovered(decode)] == ["15th", "century."]
+    # the same decode without its own "the": "15th" is then a re-transcription of "the"'s audio
+    assert [w.text for w in s._uncovered(decode[:4] + decode[5:])] == ["century."]
+
+
+@needs_shared
+def test_a_number_after_a_stretched_committed_word_is_kept(rec, offline_whisper):
+    audio = load_16k(SHARED_SPEECH / "ljspeech" / "LJ001-0005.wav")
+    streamed, offline = normalize(final_text(stream(rec, audio))), normalize(offline_whisper.text(audio))
+    assert "15th" in offline.split() and "15th" in streamed.split(), (streamed, offline)
+
+
 def _speech_span(audio: np.ndarray) -> tuple[int, int]:
     loud = np.flatnonzero(np.abs(audio) > 0.05 * np.abs(audio).max())
     return int(loud[0]), int(loud[-1]) + 1

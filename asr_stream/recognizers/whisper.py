@@ -400,6 +400,7 @@ class WhisperStreamingRecognizer:
         word after it."""
         out: list[AlignedWord] = []
         last = None  # the committed word the last context word lay on (its index in _covered)
+        said = False  # ... and whether that context word was it, said again (the same word)
         for w in words:
             if not out:
                 at = self._covering(w)
@@ -407,8 +408,11 @@ class WhisperStreamingRecognizer:
                     a, b, committed_key = self._covered[last + 1]
                     if key(w.text) == committed_key and min(b, w.end) - max(a, w.start) > -SAME_WORD_JITTER_S:
                         at = last + 1
+                if at is not None and at == last and said and key(w.text) != self._covered[at][2]:
+                    at = None  # that committed word was re-said by the word before: this one is new speech
                 if at is not None or w.end <= self._floor:
                     self.context_words += 1
+                    said = at is not None and key(w.text) == self._covered[at][2]
                     last = at if at is not None else last
                     continue
             elif self._covering(w) is not None:
