@@ -207,9 +207,12 @@ def test_a_word_after_a_committed_word_said_again_is_new_speech(rec):
     decode = [AlignedWord(t, a, b, 0.9) for t, a, b in [
         ("in", 1.88, 2.26), ("the", 2.26, 2.40), ("middle", 2.40, 2.60), ("of", 2.60, 2.80), ("the", 2.80, 2.96),
         ("15th", 2.96, 3.60), ("century.", 3.60, 3.86)]]
-    assert [w.text for w in s._uncovered(decode)] == ["15th", "century."]
     # the same decode without its own "the": "15th" is then a re-transcription of "the"'s audio
     assert [w.text for w in s._uncovered(decode[:4] + decode[5:])] == ["century."]
+    new = s._uncovered(decode)
+    assert [w.text for w in new] == ["15th", "century."]
+    assert s._covered[-1] == (2.84, 2.96, key("the"))  # the committed "the" is where it was said again
+    assert [w.text for w in s._commit(new)] == ["15th", "century."]  # the invariant agrees when committing
 
 
 @needs_shared

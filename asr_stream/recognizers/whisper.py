@@ -397,10 +397,13 @@ class WhisperStreamingRecognizer:
         Where that re-transcription has followed the committed words in order, the next one is
         context too when it is the next committed word, on its audio or touching it (two
         alignments of "an" may start 90 ms apart): a speaker who says it twice is heard in the
-        word after it."""
+        word after it. A committed word said again as itself, on a shorter span, is that shorter
+        span when the decode's next word lies on the rest: one decode stretched it into the next
+        word ("the" over 320 ms into "15th"), which is new speech."""
         out: list[AlignedWord] = []
         last = None  # the committed word the last context word lay on (its index in _covered)
         said = False  # ... and whether that context word was it, said again (the same word)
+        said_end = 0.0  # where that saying ended
         for w in words:
             if not out:
                 at = self._covering(w)
@@ -409,10 +412,15 @@ class WhisperStreamingRecognizer:
                     if key(w.text) == committed_key and min(b, w.end) - max(a, w.start) > -SAME_WORD_JITTER_S:
                         at = last + 1
                 if at is not None and at == last and said and key(w.text) != self._covered[at][2]:
-                    at = None  # that committed word was re-said by the word before: this one is new speech
+                    # that committed word was said again by the word before, which ended sooner:
+                    # its span was stretched into this word, which is new speech
+                    a, b, committed_key = self._covered[at]
+                    self._covered[at] = (a, max(a, min(b, said_end)), committed_key)
+                    at = None
                 if at is not None or w.end <= self._floor:
                     self.context_words += 1
                     said = at is not None and key(w.text) == self._covered[at][2]
+                    said_end = w.end
                     last = at if at is not None else last
                     continue
             elif self._covering(w) is not None:
