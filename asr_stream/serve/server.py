@@ -182,8 +182,12 @@ class CaptionServer:
     async def _meter_live_cost(self, every_s: float = 1.0) -> None:
         """Read what sessions cost now and lower the limit while they cost more than measured."""
         while True:
-            self.live_cost.sample(self.scheduler.pids() if hasattr(self.scheduler, "pids") else [])
-            limit = admission.lowered_by_live_cost(self.capacity, self.live_cost.cost())
+            try:
+                self.live_cost.sample(self.scheduler.pids() if hasattr(self.scheduler, "pids") else [])
+                limit = admission.lowered_by_live_cost(self.capacity, self.live_cost.cost())
+            except Exception as exc:  # a reading that fails leaves the measured limit, and says so
+                log.warning(f"cannot read what sessions cost: {exc}", extra={"event": "capacity_reading"})
+                limit = self.capacity
             if limit.sessions != self.limit.sessions:
                 log.info(f"taking up to {limit.sessions} session{'s' if limit.sessions != 1 else ''} "
                          f"({limit.source})", extra={"event": "capacity", "sessions": limit.sessions})
