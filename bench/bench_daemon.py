@@ -437,6 +437,7 @@ def main(argv=None) -> int:
         if args.soak_only and previous:
             results = {k: (next(c for c in chains() if c["key"] == k), r) for k, r in previous["chains"].items()}
             splits = previous.get("splits", {})
+            estimates = previous.get("estimates", {})
             for chain in [c for c in chains() if c["key"] in results]:  # the commands of the run that measured them
                 out = Path(tmp) / f"{chain['key']}.json"
                 commands[chain["key"]] = (
@@ -451,7 +452,7 @@ def main(argv=None) -> int:
             baseline_when = "kept from an earlier run" + (f" (measured {baseline['measured']})" if baseline.get("measured") else "")
         else:
             base_cmd, baseline = loadtest(exe, files, Path(tmp) / "default-in-process.json", None, [])
-        if rerun is not None and "peer" not in rerun and previous:
+        if previous and (args.soak_only or rerun is not None and "peer" not in rerun):
             peer = previous.get("peer")
         else:
             peer = run_peer(files, Path(tmp))
