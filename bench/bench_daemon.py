@@ -397,7 +397,9 @@ def main(argv=None) -> int:
     sessions_note = ""
     if args.soak_only and previous:
         written = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(kept.stat().st_mtime))
-        sessions_note = f" The sessions tables are kept from this script's last full run (written {written}); only the soak was measured again."
+        dates = "; ".join(f"{k} measured {r.get('measured', 'before ' + written)}" for k, r in previous["chains"].items())
+        sessions_note = (" The sessions tables are kept from earlier runs of this script (docs/bench/daemon/results.json: "
+                         f"{dates}); only the soak was measured again.")
     kept_keys = []
     baseline_when = "measured in this run"
     if rerun is not None and previous:
@@ -438,11 +440,7 @@ def main(argv=None) -> int:
             results = {k: (next(c for c in chains() if c["key"] == k), r) for k, r in previous["chains"].items()}
             splits = previous.get("splits", {})
             estimates = previous.get("estimates", {})
-            for chain in [c for c in chains() if c["key"] in results]:  # the commands of the run that measured them
-                out = Path(tmp) / f"{chain['key']}.json"
-                commands[chain["key"]] = (
-                    Daemon(exe, chain["args"]).shown.replace("--port 0", "--port PORT"),
-                    _shown(["asr-stream", *_loadtest_args(files, out, "ws://s", [])], files, out, "ws://s"))
+            commands = {k: tuple(v) for k, v in previous.get("commands", {}).items()}  # the runs that measured them
             out = Path(tmp) / "default-in-process.json"
             base_cmd = _shown(["asr-stream", *_loadtest_args(files, out, None, [])], files, out, None)
             baseline = previous["baseline"]
