@@ -119,7 +119,6 @@ def behind(backlogs_s: list[float]) -> bool:
     return any(b > BEHIND_S for b in backlogs_s)
 
 
-
 class LiveCost:
     """CPU seconds per second of audio received over the last `WINDOW_S`, counting this process
     and its worker processes (a worker started again counts from its start). No reading until
