@@ -10,7 +10,8 @@ from asr_stream.denoisers import create_denoiser
 from asr_stream.denoisers.gate import GatedDenoiser, curve_value
 from asr_stream.evaluation.mixing import looped_segment, mix_at_snr
 from asr_stream.stages import Denoiser
-from conftest import SHARED_NOISE, SHARED_SPEECH, audioeval_clips, demo_clip, load_16k, run_cli
+from conftest import (GATE_HELD_OUT_NOISES, SHARED_NOISE, SHARED_SPEECH, audioeval_clips, demo_clip, load_16k,
+                      normalize, run_cli, shared_tsv)
 
 
 def _stream(den, x, hop=None):
@@ -114,6 +115,19 @@ def test_the_denoiser_stops_on_clean_input_and_starts_again_in_noise(dfn):
     assert released  # asleep, it held no model state (one is loaded when it starts)
 
 
+def test_a_clean_stream_stops_its_denoiser_at_its_start(dfn, noisy):
+    """Five readings in a row that bypass (about 1.3 s into a stream) stop the denoiser when the
+    input alone reads clean too, so a short clean stream does not pay for a denoiser it never
+    hears; a noisy stream never gets there and is denoised exactly as with the denoiser kept running."""
+    speech, x = noisy
+    gate = GatedDenoiser(dfn)
+    assert np.array_equal(_stream(gate, speech), speech)
+    counters = gate.gate_counters()
+    assert counters["denoiser_off_share"] > 0.7 and counters["denoiser_starts"] == 0, counters
+    assert gate.denoised_samples < 2.0 * 16000
+    assert np.array_equal(_stream(GatedDenoiser(dfn), x), _stream(GatedDenoiser(dfn, sleep=False), x))
+
+
 def _clean_clips():
     clips = [demo_clip()[0]] + [p for p, _ in audioeval_clips()]
     if SHARED_SPEECH.is_dir():
@@ -178,6 +192,57 @@ def test_engages_in_noise(dfn, snr, least_mix, most_bypassed):
         counters = gate.gate_counters()
         assert counters["bypassed_share"] < most_bypassed and counters["mean_mix"] > least_mix, (snr, counters)
         assert abs(counters["mean_snr_db"] - snr) < 5, (snr, counters)
+
+
+HELD_OUT_SNRS = (10, 5, 0, -5)
+
+
+def _held_out_split(tmp_path):
+    """(eval --dataset, --noise-dir or None, conditions): speech and noise the gate's calibration
+    (recipes/gate/calibrate.py: even LJSpeech clips, six noise files) never saw, i.e. odd LJSpeech
+    clips in the other noise files and in babble of each other; without ../shared, the shipped
+    clips in babble of each other."""
+    babble = [f"babble@{s}" for s in HELD_OUT_SNRS]
+    if not (SHARED_SPEECH / "ljspeech").is_dir() or not SHARED_NOISE.is_dir():
+        return ["--dataset", "audioeval"], babble
+    manifest, noise_dir = tmp_path / "held-out.jsonl", tmp_path / "noise"
+    clips = shared_tsv("ljspeech")
+    manifest.write_text("".join(json.dumps({"audio_filepath": str(p), "text": t}) + "\n"
+                                for p, t in sorted(clips)[1::2][:4]))
+    noise_dir.mkdir()
+    for name in GATE_HELD_OUT_NOISES:
+        (noise_dir / f"{name}.wav").symlink_to(SHARED_NOISE / f"{name}.wav")
+    return ["--dataset", str(manifest), "--noise-dir", str(noise_dir)], [str(s) for s in HELD_OUT_SNRS] + babble
+
+
+def _errors(reference: str, hypothesis: str) -> int:
+    import jiwer
+
+    out = jiwer.process_words(normalize(reference) or "<empty>", normalize(hypothesis) or "<empty>")
+    return out.substitutions + out.deletions + out.insertions
+
+
+def test_never_worse_than_no_denoiser_on_held_out_noise(tmp_path):
+    """The issue's rule, through `asr-stream eval` (each file its own stream, fast pace): at 10, 5,
+    0 and -5 dB of held-out real noise and babble, the default chain makes at most one word more
+    error per file than `--denoiser none`, summed over a condition's files (a single file's text
+    can swing by a few words either way at 0 dB; the bench has the full table)."""
+    data, conditions = _held_out_split(tmp_path)
+    out = tmp_path / "eval"
+    proc = run_cli("eval", *data, "--chains", "none:denoiser=none,default", "--conditions", ",".join(conditions),
+                   "--pace", "fast", "--no-quality", "--out", str(out), timeout=900)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    rows = [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines()]
+    errors = {(r["chain"], r["condition"], r["utterance"]): _errors(r["reference"], r["hypothesis"]) for r in rows}
+    worse = {}
+    for condition in {r["condition"] for r in rows}:
+        files = sorted(u for c, cond, u in errors if c == "none" and cond == condition)
+        diffs = [errors[("default", condition, u)] - errors[("none", condition, u)] for u in files]
+        assert len(diffs) >= 3, (condition, files)
+        if sum(diffs) > len(diffs):
+            worse[condition] = diffs
+    assert len({r["condition"] for r in rows}) == len(conditions)
+    assert worse == {}, worse
 
 
 def test_stats_json_and_jsonl_show_the_decisions(tmp_path, noisy):

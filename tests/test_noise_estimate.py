@@ -9,7 +9,7 @@ from asr_stream.denoisers import create_denoiser
 from asr_stream.denoisers.gate import calibration_for
 from asr_stream.evaluation.mixing import looped_segment, mix_at_snr, power
 from asr_stream.denoisers.noise_estimate import NoiseEstimator
-from conftest import SHARED_NOISE, SHARED_SPEECH, audioeval_clips, demo_clip, load_16k, needs_shared
+from conftest import GATE_HELD_OUT_NOISES, SHARED_NOISE, SHARED_SPEECH, audioeval_clips, demo_clip, load_16k, needs_shared
 
 
 _stages = {}
@@ -101,7 +101,7 @@ def test_held_out_real_noise_accuracy(denoiser):
     absolute error of the calibrated reading against the mixing SNR, -5 to 10 dB."""
     base = SHARED_SPEECH / "ljspeech"
     clips = sorted(base.glob("*.wav"))[1::2][:5]
-    noises = ["dude_miaowing", "white_noise", "speechbrain_noise2", "speechbrain_noise4", "speechbrain_noise5"]
+    noises = GATE_HELD_OUT_NOISES
     calibration = calibration_for(denoiser)["estimator_map"]
     errors = []
     for i, path in enumerate(clips):

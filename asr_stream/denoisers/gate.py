@@ -18,8 +18,10 @@ While the gate has passed the input through for a few seconds and the input alon
 costs nothing. When the input reads noisy again the denoiser starts from a fresh state, first
 fed the last second of input (its output for that is thrown away) so it is warm when its output
 is heard, and the mix ramps up as before. A stream starts with the denoiser running (starting
-it stopped cost words at the start of noisy streams). Starting and stopping happen at reading
-points from a fresh state, so the output still does not depend on how the audio is cut.
+it stopped cost words at the start of noisy streams), and stops early when its first readings
+all say clean (short clean streams would otherwise pay for the denoiser most of their length).
+Starting and stopping happen at reading points from a fresh state, so the output still does not
+depend on how the audio is cut.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ WAKE_DB = 22.0  # the input alone reading below this starts the denoiser (InputL
 # above it about three quarters of the time; BENCHMARKS.md has what the gate bench measures)
 SLEEP_MARGIN_DB = 5.0  # ... and it stops only while the input reads this much above WAKE_DB,
 SLEEP_AFTER_S = 3.0  # after the gate has passed the input through for this long,
-MIN_AWAKE_S = 5.0  # and not before it has run this long (a start and a stop cost a model load)
+MIN_AWAKE_S = 5.0  # and not before it has run this long (a start and a stop cost a model load);
+START_CLEAN_READINGS = 5  # but at a stream's start, this many SNR readings in a row that bypass stop it at once
 WARM_S = 1.0  # input the denoiser is fed again when it starts, its output thrown away
 WARM_GAP = 4000  # samples: a denoiser's latency is less than this
 
@@ -111,6 +114,7 @@ class GatedDenoiser:
         self.asleep = False  # a stream starts with it running: its first words may be in noise
         self._awake_at = 0  # where the denoiser last started
         self._passing_since: int | None = None  # since when the gate has passed the input through
+        self._clean_readings = 0  # SNR readings in a row that asked for a bypass
         self.samples = 0  # samples out
         self.asleep_samples = 0
         self.denoised_samples = 0  # samples the denoiser was fed, warm-up included
@@ -201,17 +205,23 @@ class GatedDenoiser:
             if level is not None and level < WAKE_DB:
                 self._wake()
         else:  # the window is 1.5 s: a reading per 100 ms is plenty
-            self._decide(self.estimator.reading())
+            reading = self.estimator.reading()
+            self._decide(reading)
             self._ramp_start, self._ramp_mix = self.samples, self.mix
-            if self.target == 0.0 and self.mix == 0.0:
+            passing = self.target == 0.0 and self.mix == 0.0
+            if passing:
                 if self._passing_since is None:
                     self._passing_since = self.samples
             else:
                 self._passing_since = None
-            if (self.sleep and self._passing_since is not None
-                    and self.samples - self._passing_since >= SLEEP_AFTER_S * 16000
-                    and self.samples - self._awake_at >= MIN_AWAKE_S * 16000
-                    and (level is None or level >= WAKE_DB + SLEEP_MARGIN_DB)):
+            if reading.snr_db is not None:  # a pause neither counts nor breaks the run
+                self._clean_readings = self._clean_readings + 1 if passing else 0
+            quiet = level is None or level >= WAKE_DB + SLEEP_MARGIN_DB
+            long_passing = (self._passing_since is not None
+                            and self.samples - self._passing_since >= SLEEP_AFTER_S * 16000
+                            and self.samples - self._awake_at >= MIN_AWAKE_S * 16000)
+            clean_start = self.wakes == 0 and self._clean_readings >= START_CLEAN_READINGS and level is not None
+            if self.sleep and quiet and (long_passing or clean_start):
                 self._fall_asleep()
         self._timeline.append((self.samples, self.mix, None if self.asleep else self.last_snr_db, self.babble))
 
