@@ -123,7 +123,7 @@ def test_a_clean_stream_stops_its_denoiser_at_its_start(dfn, noisy):
     gate = GatedDenoiser(dfn)
     assert np.array_equal(_stream(gate, speech), speech)
     counters = gate.gate_counters()
-    assert counters["denoiser_off_share"] > 0.7 and counters["denoiser_starts"] == 0, counters
+    assert counters["denoiser_off_share"] > 0.7 and counters["denoiser_starts"] <= 1, counters
     assert gate.denoised_samples < 2.0 * 16000
     assert np.array_equal(_stream(GatedDenoiser(dfn), x), _stream(GatedDenoiser(dfn, sleep=False), x))
 

@@ -17,11 +17,16 @@ While the gate has passed the input through for a few seconds and the input alon
 (`noise_estimate.InputLevel`), the denoiser stops: the input goes out as it is and the denoiser
 costs nothing. When the input reads noisy again the denoiser starts from a fresh state, first
 fed the last second of input (its output for that is thrown away) so it is warm when its output
-is heard, and the mix ramps up as before. A stream starts with the denoiser running (starting
-it stopped cost words at the start of noisy streams), and stops early when its first readings
-all say clean (short clean streams would otherwise pay for the denoiser most of their length).
-Starting and stopping happen at reading points from a fresh state, so the output still does not
-depend on how the audio is cut.
+is heard, and the mix ramps up as before. The noise estimator is then fed every sample from
+where the warm-up began, so its readings are what they would have been with the denoiser running.
+
+A stream starts with the denoiser stopped: until the first reading (0.5 s) the mix is 0 either
+way, and a start there, fed the stream from its first sample, gives exactly the output of a
+denoiser that ran from the start; a stream whose input reads as clean as a stop needs never loads
+it. A stream that
+started it and whose first five readings all ask for a bypass stops it again at once instead of
+after the usual seconds. Starting and stopping happen at reading points from a fresh state, so
+the output does not depend on how the audio is cut.
 """
 
 from __future__ import annotations
@@ -50,9 +55,8 @@ WAKE_DB = 22.0  # the input alone reading below this starts the denoiser (InputL
 SLEEP_MARGIN_DB = 5.0  # ... and it stops only while the input reads this much above WAKE_DB,
 SLEEP_AFTER_S = 3.0  # after the gate has passed the input through for this long,
 MIN_AWAKE_S = 5.0  # and not before it has run this long (a start and a stop cost a model load);
-START_CLEAN_READINGS = 5  # but at a stream's start, this many SNR readings in a row that bypass stop it at once
+START_CLEAN_READINGS = 5  # but in a stream's first run, this many SNR readings in a row that bypass stop it at once
 WARM_S = 1.0  # input the denoiser is fed again when it starts, its output thrown away
-WARM_GAP = 4000  # samples: a denoiser's latency is less than this
 
 
 @lru_cache(maxsize=1)
@@ -111,7 +115,9 @@ class GatedDenoiser:
         self._inner_at = 0  # the stream sample the denoiser's next output sample belongs to
         self._history = np.zeros(0, np.float32)  # recent input, from stream sample `_history_at` on
         self._history_at = 0
-        self.asleep = False  # a stream starts with it running: its first words may be in noise
+        self.asleep = self.sleep and self.start_mix == 0.0  # the first reading starts it in noise (see the module)
+        self._slept = False  # the denoiser has stopped once in this stream
+        self._estimated_to = 0  # the stream sample the noise estimator needs next
         self._awake_at = 0  # where the denoiser last started
         self._passing_since: int | None = None  # since when the gate has passed the input through
         self._clean_readings = 0  # SNR readings in a row that asked for a bypass
@@ -151,9 +157,14 @@ class GatedDenoiser:
         return self.inner.process(x)
 
     def _take(self, e: np.ndarray) -> None:
-        """Denoised samples for the stream from `_inner_at` on; those already out are dropped."""
+        """Denoised samples for the stream from `_inner_at` on; those already out (a warm-up's) are
+        dropped, after the estimator has read them."""
         due = self.samples + len(self._denoised)  # the stream sample the queue needs next
         drop = min(len(e), max(0, due - self._inner_at))
+        unread = max(0, self._estimated_to - self._inner_at)
+        if unread < drop:
+            a = self._inner_at + unread - self._history_at
+            self._estimate(self._history[a : a + drop - unread], e[unread:drop])
         self._inner_at += len(e)
         self._denoised = np.concatenate([self._denoised, np.asarray(e[drop:], np.float32)])
 
@@ -189,7 +200,7 @@ class GatedDenoiser:
         """Samples up to the next reading point: mix follows the ramp from the last decision."""
         n = len(x)
         self.level.update(x)
-        self.estimator.update(x, e)
+        self._estimate(x, e)
         since = (self.samples - self._ramp_start) + np.arange(1, n + 1)
         ramp = self._ramp_mix + np.clip(self.target - self._ramp_mix, -self.step * since, self.step * since)
         self.mix = float(ramp[-1])
@@ -199,10 +210,15 @@ class GatedDenoiser:
         m = ramp.astype(np.float32)
         return ((1 - m) * x + m * e).astype(np.float32)  # exactly x at mix 0 and e at mix 1
 
+    def _estimate(self, x: np.ndarray, e: np.ndarray) -> None:
+        self.estimator.update(x, e)
+        self._estimated_to += len(x)
+
     def _at_reading_point(self) -> None:
         level = self.level.snr_db()
         if self.asleep:
-            if level is not None and level < WAKE_DB:
+            first = self.wakes == 0  # the stream's start: stopped unless it reads as clean as a stop needs
+            if level is not None and level < WAKE_DB + (SLEEP_MARGIN_DB if first else 0.0):
                 self._wake()
         else:  # the window is 1.5 s: a reading per 100 ms is plenty
             reading = self.estimator.reading()
@@ -220,7 +236,7 @@ class GatedDenoiser:
             long_passing = (self._passing_since is not None
                             and self.samples - self._passing_since >= SLEEP_AFTER_S * 16000
                             and self.samples - self._awake_at >= MIN_AWAKE_S * 16000)
-            clean_start = self.wakes == 0 and self._clean_readings >= START_CLEAN_READINGS and level is not None
+            clean_start = not self._slept and self._clean_readings >= START_CLEAN_READINGS and level is not None
             if self.sleep and quiet and (long_passing or clean_start):
                 self._fall_asleep()
         self._timeline.append((self.samples, self.mix, None if self.asleep else self.last_snr_db, self.babble))
@@ -236,16 +252,12 @@ class GatedDenoiser:
         self._inner_at = start
         x = self._history[start - self._history_at :]
         e = self._denoise(x)
-        # the estimator reads from the warm-up on (it skips the denoiser's settling itself), up to
-        # a fixed 0.25 s before here: how much of the rest is out yet depends on the call sizes
-        self.estimator.reset()
-        n = min(len(e), self.samples - start - WARM_GAP)
-        if n > 0:
-            self.estimator.update(x[:n], e[:n])
+        self.estimator.reset()  # it reads the warm-up and all after it, as far as the denoiser has got
+        self._estimated_to = start
         self._take(e)
 
     def _fall_asleep(self) -> None:
-        self.asleep = True
+        self.asleep = self._slept = True
         self._denoised = self._denoised[:0]
         self._passing_since = None
         self.inner.reset()  # fresh for the next start (a model load, if any, happens now)
