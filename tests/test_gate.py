@@ -128,6 +128,20 @@ def test_a_clean_stream_stops_its_denoiser_at_its_start(dfn, noisy):
     assert np.array_equal(_stream(GatedDenoiser(dfn), x), _stream(GatedDenoiser(dfn, sleep=False), x))
 
 
+def test_a_pause_in_the_noise_is_not_a_clean_start(dfn):
+    """The early stop is for streams that are clean from their first reading: noisy speech with
+    4 s of clean speech in the middle (long enough for the readings and the input level to say
+    clean, too short for the usual stop) keeps the denoiser running, exactly as kept running."""
+    speech = _continuous_speech()
+    rng = np.random.default_rng(6)
+    noisy = mix_at_snr(speech, looped_segment(_noises()[0], len(speech), rng), 5)[0]
+    cut = 6 * 16000
+    x = np.concatenate([noisy[:cut], speech[cut : cut + 4 * 16000], noisy[cut + 4 * 16000 :]])
+    gate = GatedDenoiser(dfn)
+    assert np.array_equal(_stream(gate, x), _stream(GatedDenoiser(dfn, sleep=False), x))
+    assert gate.gate_counters()["denoiser_starts"] == 1
+
+
 def _clean_clips():
     clips = [demo_clip()[0]] + [p for p, _ in audioeval_clips()]
     if SHARED_SPEECH.is_dir():

@@ -23,10 +23,10 @@ where the warm-up began, so its readings are what they would have been with the 
 A stream starts with the denoiser stopped: until the first reading (0.5 s) the mix is 0 either
 way, and a start there, fed the stream from its first sample, gives exactly the output of a
 denoiser that ran from the start; a stream whose input reads as clean as a stop needs never loads
-it. A stream that
-started it and whose first five readings all ask for a bypass stops it again at once instead of
-after the usual seconds. Starting and stopping happen at reading points from a fresh state, so
-the output does not depend on how the audio is cut.
+it. A stream that started it and whose first five readings all ask for a bypass stops it again at
+once instead of after the usual seconds (later in a stream, a short pause in the noise must not).
+Starting and stopping happen at reading points from a fresh state, so the output does not depend
+on how the audio is cut.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ WAKE_DB = 22.0  # the input alone reading below this starts the denoiser (InputL
 SLEEP_MARGIN_DB = 5.0  # ... and it stops only while the input reads this much above WAKE_DB,
 SLEEP_AFTER_S = 3.0  # after the gate has passed the input through for this long,
 MIN_AWAKE_S = 5.0  # and not before it has run this long (a start and a stop cost a model load);
-START_CLEAN_READINGS = 5  # but in a stream's first run, this many SNR readings in a row that bypass stop it at once
+START_CLEAN_READINGS = 5  # but a stream whose first this many SNR readings all bypass stops it at once
 WARM_S = 1.0  # input the denoiser is fed again when it starts, its output thrown away
 
 
@@ -116,11 +116,11 @@ class GatedDenoiser:
         self._history = np.zeros(0, np.float32)  # recent input, from stream sample `_history_at` on
         self._history_at = 0
         self.asleep = self.sleep and self.start_mix == 0.0  # the first reading starts it in noise (see the module)
-        self._slept = False  # the denoiser has stopped once in this stream
         self._estimated_to = 0  # the stream sample the noise estimator needs next
         self._awake_at = 0  # where the denoiser last started
         self._passing_since: int | None = None  # since when the gate has passed the input through
-        self._clean_readings = 0  # SNR readings in a row that asked for a bypass
+        self._clean_readings = 0  # SNR readings in a row that asked for a bypass ...
+        self._clean_so_far = True  # ... and whether every one of the stream's readings did
         self.samples = 0  # samples out
         self.asleep_samples = 0
         self.denoised_samples = 0  # samples the denoiser was fed, warm-up included
@@ -232,11 +232,12 @@ class GatedDenoiser:
                 self._passing_since = None
             if reading.snr_db is not None:  # a pause neither counts nor breaks the run
                 self._clean_readings = self._clean_readings + 1 if passing else 0
+                self._clean_so_far = self._clean_so_far and passing
             quiet = level is None or level >= WAKE_DB + SLEEP_MARGIN_DB
             long_passing = (self._passing_since is not None
                             and self.samples - self._passing_since >= SLEEP_AFTER_S * 16000
                             and self.samples - self._awake_at >= MIN_AWAKE_S * 16000)
-            clean_start = not self._slept and self._clean_readings >= START_CLEAN_READINGS and level is not None
+            clean_start = self._clean_so_far and self._clean_readings >= START_CLEAN_READINGS and level is not None
             if self.sleep and quiet and (long_passing or clean_start):
                 self._fall_asleep()
         self._timeline.append((self.samples, self.mix, None if self.asleep else self.last_snr_db, self.babble))
@@ -257,7 +258,7 @@ class GatedDenoiser:
         self._take(e)
 
     def _fall_asleep(self) -> None:
-        self.asleep = self._slept = True
+        self.asleep, self._clean_so_far = True, False
         self._denoised = self._denoised[:0]
         self._passing_since = None
         self.inner.reset()  # fresh for the next start (a model load, if any, happens now)
