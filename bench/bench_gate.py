@@ -27,6 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
@@ -41,6 +43,7 @@ SNRS = [10, 5, 0, -5]
 DEFAULT = "default"
 AWAKE = "default-awake"  # the default chain with its denoiser kept running on clean input (--no-gate-sleep)
 BASELINE = "none"
+FORCED = ("dfn", "gtcrn", "rnnoise")  # the Whisper part's denoisers without the gate
 
 
 def whisper_chains() -> list[str]:
@@ -123,6 +126,67 @@ def targets(rows: list[dict], chain: str) -> list[str]:
     return L
 
 
+def offline_anchors(data: list[str], conditions: str) -> dict[str, tuple[dict, dict]]:
+    """Per condition: Whisper tiny.en offline on each whole clip, (as it is, after DeepFilterNet3
+    over the whole clip), over the very mixtures `asr-stream eval` streamed (same seeds)."""
+    from asr_stream.denoisers import create_denoiser
+    from asr_stream.evaluation.manifest import dataset
+    from asr_stream.evaluation.metrics import error_rates
+    from asr_stream.evaluation.mixing import Condition, Mixer
+    from asr_stream.evaluation.offline import OfflineWhisper
+    from asr_stream.io.audio_files import load_16k
+
+    utterances = dataset(data[data.index("--dataset") + 1])
+    noise_dir = Path(data[data.index("--noise-dir") + 1]) if "--noise-dir" in data else Path(".")
+    speech = [load_16k(u.audio) for u in utterances]
+    mixer = Mixer(noise_dir, babble_sources=speech)  # as `asr-stream eval` builds its mixtures
+    whisper, dfn = OfflineWhisper(), create_denoiser("deepfilternet")
+    out = {}
+    for spec in conditions.split(","):
+        condition = Condition.parse(spec)
+        plain, denoised = [], []
+        for i, (u, x) in enumerate(zip(utterances, speech)):
+            audio, _ = mixer.make(x, condition, u.key, i)
+            dfn.reset()
+            hop = dfn.hop_size
+            e = np.concatenate([dfn.process(audio[j : j + hop]) for j in range(0, len(audio), hop)] + [dfn.flush()])
+            plain.append(whisper.text(audio))
+            denoised.append(whisper.text(e))
+        refs = [u.text or "" for u in utterances]
+        out[condition.name] = (error_rates(refs, plain), error_rates(refs, denoised))
+    return out
+
+
+def anchors_table(rows: list[dict], anchors: dict[str, tuple[dict, dict]], chain: str) -> list[str]:
+    """Streamed against offline per condition, the best denoiser forced on, and the issue's 5 dB
+    target: `chain` within 10 % of the best forced denoiser's WER."""
+    by = {(r["chain"], r["condition"]): r for r in rows}
+    conditions = sorted({r["condition"] for r in rows}, key=lambda c: (c != "clean", c))
+    L = ["Offline anchors: Whisper tiny.en on each whole clip (greedy, one pass), as it is and after "
+         "DeepFilterNet3 over the whole clip, on the same mixtures; streamed: this run's chains, each clip "
+         "its own stream. Best forced = the lowest WER of the denoisers forced on (" + ", ".join(FORCED) + ").", "",
+         "| condition | offline, no denoiser | offline, DeepFilterNet3 | streamed, no denoiser | streamed, "
+         f"`{chain}` | best forced (streamed) | `{chain}` / best forced |", "|---|---|---|---|---|---|---|"]
+    checks = []
+    for c in conditions:
+        a, b = by.get((BASELINE, c)), by.get((chain, c))
+        forced = [by[(f, c)] for f in FORCED if (f, c) in by and by[(f, c)]["wer"] is not None]
+        if not a or not b or c not in anchors or a["wer"] is None:
+            continue
+        best = min(forced, key=lambda r: r["wer"]) if forced else None
+        ratio = b["wer"] / best["wer"] if best and best["wer"] else None
+        if best is not None and b["snr"] == 5:
+            checks.append(f"{c}: {100 * b['wer']:.1f} % vs {best['chain']} {100 * best['wer']:.1f} % "
+                          f"({'met' if ratio is not None and ratio <= 1.1 else '**missed**'})")
+        off_plain, off_dfn = anchors[c]
+        best_cell = "" if best is None else f"{best['chain']} {100 * best['wer']:.1f} %"
+        L.append(f"| {c} | {100 * off_plain['wer']:.1f} % | {100 * off_dfn['wer']:.1f} % | {100 * a['wer']:.1f} % "
+                 f"| {100 * b['wer']:.1f} % | {best_cell} | {'' if ratio is None else f'{ratio:.2f}'} |")
+    if checks:
+        L += ["", f"Target: at 5 dB, `{chain}` within 10 % of the best forced denoiser's WER: " + "; ".join(checks) + "."]
+    return L
+
+
 def sleep_cost(rows: list[dict]) -> list[str]:
     """What stopping the denoiser on clean input costs and saves: the default chain against the same
     chain with the denoiser kept running, per condition, in this run."""
@@ -172,7 +236,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def part(exe: Path, key: str, title: str, args: list[str], chain: str, lines: list[str],
-         rerun: list[str] | None = None) -> None:
+         rerun: list[str] | None = None, anchors: bool = False) -> None:
     from asr_stream.evaluation.runner import load_clips, summarize
 
     out_dir = DOCS / f"eval-{key}"
@@ -187,8 +251,10 @@ def part(exe: Path, key: str, title: str, args: list[str], chain: str, lines: li
     rows = summarize(load_clips(out_dir))
     rel = os.path.relpath(out_dir, ROOT)
     plot(rows, out_dir / "wer_by_snr.png", title.split(",")[0])
-    lines += [f"Targets for `{chain}` (the gated chain), in this run:", "", *targets(rows, chain), "",
-              *sleep_cost(rows), "", f"![WER by SNR]({rel}/wer_by_snr.png)", ""]
+    lines += [f"Targets for `{chain}` (the gated chain), in this run:", "", *targets(rows, chain), ""]
+    if anchors:
+        lines += [*anchors_table(rows, offline_anchors(args, args[args.index("--conditions") + 1]), chain), ""]
+    lines += [*sleep_cost(rows), "", f"![WER by SNR]({rel}/wer_by_snr.png)", ""]
     md = (out_dir / "results.md").read_text(encoding="utf-8")
     lines += [md.replace("](", f"]({rel}/").replace("### ", "#### "), ""]
     subprocess.run(["rm", "-rf", str(out_dir / "audio")], check=True)
@@ -224,7 +290,7 @@ def main(argv=None) -> int:
             data, conditions = ["--dataset", "audioeval"], ",".join(["clean"] + [f"babble@{s}" for s in SNRS])
         part(exe, "gate-whisper", "Whisper tiny.en, held-out read speech",
              [*data, "--chains", ",".join(whisper_chains()), "--conditions", conditions, "--pace", "fast"],
-             DEFAULT, L, rerun)
+             DEFAULT, L, rerun, anchors=True)
         if noise_dir is not None and AN4_MODEL.exists() and (SHARED / "speech" / "an4").is_dir():
             nemo = "asr=nemo;model=an4_fastconformer_ctc;runtime=onnx;lookahead_ms=80"
             chains = [f"{BASELINE}:denoiser=none;{nemo}", f"dfn:denoiser=deepfilternet;gate=false;{nemo}",
