@@ -211,11 +211,12 @@ def test_preset(two_clips):
 
 
 def test_failing_stage_stops_the_chain(tmp_path):
-    """A stage that raises: one clear line, exit code 1, no hang."""
+    """A stage that raises: one clear line, exit code 1, no hang. (Ungated: on this clean clip the
+    gate would never start the denoiser, so it could not fail.)"""
     wav, _ = demo_clip()
     stamp = tmp_path / "failed_at"
     proc = subprocess.Popen([sys.executable, "-m", "asr_stream", "--audio_path", str(wav), "--pace", "realtime",
-                             "--denoiser", "failing_stages:broken_denoiser"], cwd=REPO,
+                             "--denoiser", "failing_stages:broken_denoiser", "--no-gate"], cwd=REPO,
                             env={**__import__("os").environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}",
                                  "BROKEN_STAGE_STAMP": str(stamp)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
