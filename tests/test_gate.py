@@ -116,9 +116,10 @@ def test_the_denoiser_stops_on_clean_input_and_starts_again_in_noise(dfn):
 
 
 def test_a_clean_stream_stops_its_denoiser_at_its_start(dfn, noisy):
-    """Five readings in a row that bypass (about 1.3 s into a stream) stop the denoiser when the
-    input alone reads clean too, so a short clean stream does not pay for a denoiser it never
-    hears; a noisy stream never gets there and is denoised exactly as with the denoiser kept running."""
+    """A clean stream never starts its denoiser (its input reads clean at the first reading) or
+    stops it after its first five readings (about 1.3 s), so a short clean stream does not pay for
+    a denoiser it never hears; a noisy stream is denoised exactly as with the denoiser running from
+    its first sample."""
     speech, x = noisy
     gate = GatedDenoiser(dfn)
     assert np.array_equal(_stream(gate, speech), speech)
@@ -212,7 +213,7 @@ HELD_OUT_SNRS = (10, 5, 0, -5)
 
 
 def _held_out_split(tmp_path):
-    """(eval --dataset, --noise-dir or None, conditions): speech and noise the gate's calibration
+    """(`asr-stream eval` data arguments, conditions): speech and noise the gate's calibration
     (recipes/gate/calibrate.py: even LJSpeech clips, six noise files) never saw, i.e. odd LJSpeech
     clips in the other noise files and in babble of each other; without ../shared, the shipped
     clips in babble of each other at 10 and 5 dB (two talkers at 0 dB and below are speech the
