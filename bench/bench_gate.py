@@ -27,8 +27,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
@@ -129,7 +127,7 @@ def targets(rows: list[dict], chain: str) -> list[str]:
 def offline_anchors(data: list[str], conditions: str) -> dict[str, tuple[dict, dict]]:
     """Per condition: Whisper tiny.en offline on each whole clip, (as it is, after DeepFilterNet3
     over the whole clip), over the very mixtures `asr-stream eval` streamed (same seeds)."""
-    from asr_stream.denoisers import create_denoiser
+    from asr_stream.denoisers import create_denoiser, denoise_all
     from asr_stream.evaluation.manifest import dataset
     from asr_stream.evaluation.metrics import error_rates
     from asr_stream.evaluation.mixing import Condition, Mixer
@@ -147,11 +145,8 @@ def offline_anchors(data: list[str], conditions: str) -> dict[str, tuple[dict, d
         plain, denoised = [], []
         for i, (u, x) in enumerate(zip(utterances, speech)):
             audio, _ = mixer.make(x, condition, u.key, i)
-            dfn.reset()
-            hop = dfn.hop_size
-            e = np.concatenate([dfn.process(audio[j : j + hop]) for j in range(0, len(audio), hop)] + [dfn.flush()])
             plain.append(whisper.text(audio))
-            denoised.append(whisper.text(e))
+            denoised.append(whisper.text(denoise_all(dfn, audio)))
         refs = [u.text or "" for u in utterances]
         out[condition.name] = (error_rates(refs, plain), error_rates(refs, denoised))
     return out

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from asr_stream import resources
 from asr_stream.errors import UserError
 from asr_stream.plugins import load_factory
@@ -55,3 +57,11 @@ def create_denoiser(spec: str, **options) -> Denoiser:
     """One stream's denoiser over a newly loaded engine (tests and one-off tools; the chain
     shares engines through `asr_stream.chain.engines`)."""
     return load_denoiser_engine(spec, **options).create_stream()
+
+
+def denoise_all(denoiser: Denoiser, x: np.ndarray) -> np.ndarray:
+    """All of `x` through a fresh stream of `denoiser`, hop by hop as the chain feeds it: what a
+    stream hears, aligned with `x`, for offline passes (calibration, benchmarks)."""
+    denoiser.reset()
+    hop = denoiser.hop_size
+    return np.concatenate([denoiser.process(x[i : i + hop]) for i in range(0, len(x), hop)] + [denoiser.flush()])

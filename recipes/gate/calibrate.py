@@ -41,6 +41,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from asr_stream.denoisers import denoise_all  # noqa: E402
 from asr_stream.io.audio_files import load_16k  # noqa: E402
 from asr_stream.evaluation.mixing import looped_segment, mix_at_snr, power  # noqa: E402
 
@@ -87,12 +88,6 @@ def mixtures(split: str, limit: int):
             yield path.name, text, "babble", snr, mix_at_snr(speech, babble, snr)[0]
 
 
-def stream(denoiser, x: np.ndarray) -> np.ndarray:
-    denoiser.reset()
-    hop = denoiser.hop_size
-    return np.concatenate([denoiser.process(x[i : i + hop]) for i in range(0, len(x), hop)] + [denoiser.flush()])
-
-
 def raw_reading(x: np.ndarray, e: np.ndarray) -> float | None:
     """The estimator's median raw reading over a stream (fed in 20 ms pieces, as the chain does)."""
     from asr_stream.denoisers.noise_estimate import NoiseEstimator
@@ -126,7 +121,7 @@ def measure(denoisers: list[str], limit: int, log) -> list[dict]:
         row = {"clip": clip, "reference": normalize(text), "kind": kind, "snr": snr, "raw": {},
                "hyp": {"none": transcribe(x)}}
         for name, stage in stages.items():
-            e = stream(stage, x)
+            e = denoise_all(stage, x)
             row["raw"][name] = raw_reading(x, e)
             for mix in MIXES[1:]:
                 row["hyp"][f"{name}@{mix}"] = transcribe(x + mix * (e - x))
@@ -184,7 +179,7 @@ def held_out(calibration: dict, denoisers: list[str], limit: int) -> dict:
     clean_reads = {name: [] for name in denoisers}
     for _, _, kind, snr, x in mixtures("held-out", limit):
         for name, stage in stages.items():
-            e = stream(stage, x)
+            e = denoise_all(stage, x)
             raw = raw_reading(x, e)
             if raw is None:
                 continue

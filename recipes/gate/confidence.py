@@ -40,7 +40,7 @@ def measure(limit: int, log) -> list[dict]:
     import ctranslate2
     from faster_whisper import WhisperModel
 
-    from asr_stream.denoisers import create_denoiser
+    from asr_stream.denoisers import create_denoiser, denoise_all
     from asr_stream.evaluation.metrics import normalize
     from asr_stream.recognizers.whisper import bundled_model_path
     from asr_stream.runtime.threads import configure_threads
@@ -60,7 +60,7 @@ def measure(limit: int, log) -> list[dict]:
 
     rows, t0 = [], time.monotonic()
     for clip, text, kind, snr, x in calibrate.mixtures("calibration", limit):
-        e = calibrate.stream(dfn, x)
+        e = denoise_all(dfn, x)
         rows.append({"clip": clip, "reference": normalize(text), "kind": kind, "snr": snr,
                      "decodes": {str(m): transcribe(x + m * (e - x)) for m in CANDIDATES}})
         log(f"{clip} {kind} {snr}: {time.monotonic() - t0:.0f} s")
