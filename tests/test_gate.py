@@ -143,6 +143,25 @@ def test_a_pause_in_the_noise_is_not_a_clean_start(dfn):
     assert gate.gate_counters()["denoiser_starts"] == 1
 
 
+def test_a_noisy_file_after_digital_silence_starts_its_denoiser_with_its_noise(dfn, noisy):
+    """A file that starts with 2 s of zeros and then noisy speech: the denoiser starts at the first
+    reading point half a second into the noise, as it does without the zeros, and the mix over the
+    speech is the same (zeros used to read as a silent room and delay the start by 2.5 s)."""
+    _, x = noisy
+    lead = 2 * 16000
+    padded = np.concatenate([np.zeros(lead, np.float32), x])
+    alone, gate = GatedDenoiser(dfn), GatedDenoiser(dfn)
+    _stream(alone, x)
+    y = _stream(gate, padded)
+    assert np.array_equal(y[:lead], padded[:lead])
+    assert gate.wakes == alone.wakes == 1
+    assert gate.asleep_samples - lead == alone.asleep_samples == 16000 // 2  # off until half a second of noise
+    seconds = len(x) / 16000
+    a = alone.decisions_between(1.5, seconds)
+    b = gate.decisions_between(1.5 + lead / 16000, seconds + lead / 16000)
+    assert a["mix"] > 0.3 and abs(a["mix"] - b["mix"]) < 0.1, (a, b)
+
+
 def _clean_clips():
     clips = [demo_clip()[0]] + [p for p, _ in audioeval_clips()]
     if SHARED_SPEECH.is_dir():

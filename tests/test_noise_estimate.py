@@ -8,7 +8,7 @@ import pytest
 from asr_stream.denoisers import create_denoiser
 from asr_stream.denoisers.gate import calibration_for
 from asr_stream.evaluation.mixing import looped_segment, mix_at_snr, power
-from asr_stream.denoisers.noise_estimate import NoiseEstimator
+from asr_stream.denoisers.noise_estimate import InputLevel, NoiseEstimator
 from conftest import GATE_HELD_OUT_NOISES, SHARED_NOISE, SHARED_SPEECH, audioeval_clips, demo_clip, load_16k, needs_shared
 
 
@@ -46,6 +46,30 @@ def test_a_pause_gives_no_reading_and_a_noiseless_input_reads_infinite():
     est.reset()
     est.update(speech, speech)  # the denoiser took nothing out
     assert est.reading().snr_db == math.inf
+
+
+def test_digital_silence_is_not_the_room():
+    """Padding before a noisy recording (a file that starts with zeros, a muted input) is no noise
+    floor: the input level and the estimator read what they read on the recording alone. Before
+    this, the zeros read as a perfectly quiet room and the gate left a noisy file undenoised for
+    the first 2.5 s of its noise."""
+    speech = load_16k(demo_clip()[0])[: 3 * 16000]
+    noise = np.random.default_rng(3).standard_normal(len(speech)).astype(np.float32)
+    x = mix_at_snr(speech, noise, 5)[0]
+    e = _denoised("deepfilternet", x)
+    padded_x = np.concatenate([np.zeros(2 * 16000, np.float32), x])
+    padded_e = np.concatenate([np.zeros(2 * 16000, np.float32), e])
+    alone, padded = InputLevel(window_s=3.0), InputLevel(window_s=3.0)
+    alone.update(x[:16000])
+    padded.update(padded_x[: 3 * 16000])
+    assert alone.snr_db() is not None and padded.snr_db() == alone.snr_db() < 15
+    padded.reset()
+    padded.update(np.zeros(5 * 16000, np.float32))
+    assert padded.snr_db() is None  # nothing but zeros: nothing to read
+    alone, padded = NoiseEstimator(), NoiseEstimator()
+    alone.update(x, e)
+    padded.update(padded_x, padded_e)
+    assert alone.reading().snr_db is not None and padded.reading() == alone.reading()
 
 
 def test_a_perfect_denoiser_reads_the_mixing_snr():

@@ -18,6 +18,7 @@ denoiser took out, scores speech there in babble and not in other noise (0.2 ms 
 
 The first 0.3 s are left out (denoisers pass or mute their first frames while they settle), and
 the first reading waits for half a second more.
+Frames of digital silence (padding, a muted input) are left out: they are not the room's noise.
 Memory is a fixed ring of 10 ms frame powers, however long the stream.
 """
 
@@ -32,6 +33,8 @@ FRAME = 160  # 10 ms at 16 kHz
 VAD_CHUNK = 512  # Silero's 32 ms chunk
 MIN_FRAMES = 50  # half a second before the first reading: shorter spans read speech onsets as noise
 SILENCE_DBFS = -70.0  # residual quieter than this: no noise to speak of
+DIGITAL_SILENCE = 1e-10  # frame power (-100 dBFS, under a 16-bit LSB) of padding, muted or dropped audio:
+# it says nothing about the room, so no reading counts it (real recordings have none)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ class NoiseEstimator:
             if self._skip:
                 self._skip -= 1
                 continue
+            if px < DIGITAL_SILENCE:
+                continue
             i = self._next
             self._px[i], self._pe[i], self._pr[i] = px, pe, pr
             self._next = (i + 1) % self.size
@@ -145,7 +150,9 @@ class InputLevel:
     the quietest fifth of the 10 ms frames is the noise floor and the loudest half, less that
     floor, the speech. Pauses between words give the floor away; where there are none, or the
     noise comes and goes, the floor reads high and the SNR low, which errs towards starting the
-    denoiser (CPU), never towards leaving noise in (words). A few sums per hop, no model."""
+    denoiser (CPU), never towards leaving noise in (words). Digital silence is not a floor: a
+    noisy recording that starts with padded zeros must read noisy once its noise begins. A few
+    sums per hop, no model."""
 
     def __init__(self, window_s: float = 1.5):
         self.size = max(10, int(round(window_s * 100)))
@@ -160,13 +167,15 @@ class InputLevel:
         x = np.concatenate([self._carry, np.asarray(x, np.float32)])
         n = len(x) // FRAME * FRAME
         self._carry = x[n:]
-        powers = (x[:n].reshape(-1, FRAME).astype(np.float64) ** 2).mean(1)[-self.size :]
+        powers = (x[:n].reshape(-1, FRAME).astype(np.float64) ** 2).mean(1)
+        powers = powers[powers >= DIGITAL_SILENCE][-self.size :]
         self._p[(self._next + np.arange(len(powers))) % self.size] = powers
         self._next = (self._next + len(powers)) % self.size
         self._filled = min(self._filled + len(powers), self.size)
 
     def snr_db(self) -> float | None:
-        """None before half a second of input; inf when the floor is digital silence."""
+        """None before half a second of input that is not digital silence; inf when the floor is
+        quieter than any real room."""
         k = self._filled
         if k < MIN_FRAMES:
             return None
