@@ -6,7 +6,7 @@
 #                denoiser gate, streams per box, the daemon with a 30-min soak, streamed vs offline
 #                file by file with WhisperLive as the peer; about 230 min)
 # make peers    - .venv-peers: the peer WhisperLive (PyPI whisper-live) for the benchmark, apart from ours
-# make calibrate-gate - measure the denoiser gate's SNR map and mix curves (~40 min; needs ../shared)
+# make calibrate-gate - measure the denoiser gate's SNR map and mix curves, Whisper's and NeMo's (~50 min; needs ../shared)
 # make train-an4 - train the project's small streaming FastConformer-CTC on AN4 (CPU, ~40 min; needs ../shared)
 
 VENV   ?= .venv
@@ -87,3 +87,4 @@ train-an4: install
 
 calibrate-gate: install
 	$(PY) recipes/gate/calibrate.py
+	$(PY) recipes/gate/calibrate.py --recognizer nemo --denoisers deepfilternet --clips 40

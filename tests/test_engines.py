@@ -29,6 +29,24 @@ def test_the_same_settings_reuse_the_loaded_engines():
     assert d3.inner._session is d1.inner._session
 
 
+def test_the_gate_hears_with_the_curves_of_the_chains_recognizer():
+    """How much denoising helps depends on the recogniser (recipes/gate: Whisper wants half the
+    denoised signal at most SNRs, a CTC model trained on clean speech all of it): a chain's gate
+    takes the curves calibrated for its recogniser, and a recogniser without curves of its own
+    gets Whisper's."""
+    from asr_stream.denoisers.gate import calibration_for
+
+    def curves(calibration):
+        return tuple(map(tuple, calibration["curve"]["noise"])), tuple(map(tuple, calibration["curve"]["babble"]))
+
+    nemo, _ = engines_mod.load_engines(Settings(denoiser="deepfilternet", asr="nemo", pace="realtime")).create_streams()
+    whisper, _ = engines_mod.load_engines(Settings(denoiser="deepfilternet", pace="realtime")).create_streams()
+    assert (nemo.curve, nemo.babble_curve) == curves(calibration_for("deepfilternet", "nemo"))
+    assert (whisper.curve, whisper.babble_curve) == curves(calibration_for("deepfilternet"))
+    assert nemo.curve != whisper.curve
+    assert calibration_for("deepfilternet", "my.plugin") == calibration_for("deepfilternet", "whisper")
+
+
 def test_streams_of_one_demucs_engine_share_weights_but_not_state():
     torch.manual_seed(0)
     model = Demucs(hidden=8, depth=3, resample=2)

@@ -33,7 +33,7 @@ class Engines:
         if self.gate and denoiser.name != "none":
             from asr_stream.denoisers.gate import GatedDenoiser
 
-            denoiser = GatedDenoiser(denoiser, sleep=self.gate_sleep)
+            denoiser = GatedDenoiser(denoiser, sleep=self.gate_sleep, recognizer=self.recognizer.name)
         if live is not None and getattr(self.recognizer, "paced_streams", False):
             return denoiser, self.recognizer.create_stream(live=live)
         return denoiser, self.recognizer.create_stream()

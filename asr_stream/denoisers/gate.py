@@ -4,7 +4,8 @@ stream's estimated SNR.
 Recognisers are hurt more by a denoiser's artifacts than by leftover noise, so the denoised
 audio is mixed with the noisy input, `out = (1 - mix) * x + mix * denoised`, and `mix` follows the
 SNR estimate through a curve measured on calibration mixtures (recipes/gate): 0 (bypass) on
-clean speech, more in noise. Babble (the noise reads as speech to the VAD) has a curve of its
+clean speech, more in noise. The curves are per recogniser where calibrated: Whisper, trained on
+noisy audio, wants little denoising; a CTC model trained on clean speech wants much more. Babble (the noise reads as speech to the VAD) has a curve of its
 own: a denoiser cannot tell the talkers apart and removes speech with them. In a pause the SNR
 cannot be read and `mix` holds. It moves at most `1 / ramp_s` per second, sample by sample, so a
 change never clicks. Readings fall on fixed points of the stream (every 100 ms) and the ramp is
@@ -64,11 +65,14 @@ def _calibrations() -> dict:
     return json.loads(CALIBRATION.read_text())
 
 
-def calibration_for(denoiser_name: str) -> dict:
+def calibration_for(denoiser_name: str, recognizer: str | None = None) -> dict:
     """{"estimator_map": [(raw, dB), ...], "curve": {"noise": [(dB, mix), ...], "babble": [...]}}
-    for this denoiser."""
+    for this denoiser, with the curves fitted for `recognizer` where there are some (how much
+    denoising helps depends on what the recogniser was trained on) and Whisper's otherwise."""
     table = _calibrations()
-    return table.get(denoiser_name) or table[CALIBRATED_LIKE]
+    entry = table.get(denoiser_name) or table[CALIBRATED_LIKE]
+    curve = entry.get("curve_by_recognizer", {}).get(recognizer, entry["curve"])
+    return {"estimator_map": entry["estimator_map"], "curve": curve}
 
 
 def curve_value(curve, snr_db: float) -> float:
@@ -83,17 +87,18 @@ class GatedDenoiser:
     """A `stages.Denoiser` over another one. `gate_counters()` says what it decided."""
 
     def __init__(self, inner: Denoiser, curve=None, babble_curve=None, estimator_map=None,
-                 start_mix: float = 0.0, ramp_s: float = 0.25, sleep: bool = True):
+                 start_mix: float = 0.0, ramp_s: float = 0.25, sleep: bool = True, recognizer: str | None = None):
         """`curve` / `babble_curve`: (SNR dB, mix) points for noise and for speech-like noise
-        (default: the calibration's for this denoiser). `sleep`: stop the denoiser while the
-        input reads clean (see the module)."""
+        (default: the calibration's for this denoiser and `recognizer`, the name of the
+        recogniser that hears the output). `sleep`: stop the denoiser while the input reads
+        clean (see the module)."""
         from asr_stream.io.vad import SileroVAD
 
         self.inner = inner
         self.name = inner.name  # the summary says "denoiser_gate" when it is gated
         self.hop_size = inner.hop_size
         self.latency_s = inner.latency_s
-        calibration = calibration_for(inner.name)
+        calibration = calibration_for(inner.name, recognizer)
         self.curve = tuple(map(tuple, curve or calibration["curve"]["noise"]))
         self.babble_curve = tuple(map(tuple, babble_curve or curve or calibration["curve"]["babble"]))
         self.start_mix = float(start_mix)  # before the first reading: the input as it is

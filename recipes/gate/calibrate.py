@@ -25,6 +25,14 @@ from ../shared, with a split the tests and the benchmark do not see:
 
 (about 40 min on 2 cores; `make calibrate-gate`). `--measured FILE` refits from a previous
 run's measurements (written to the work dir) without measuring again.
+
+The curves are the recogniser's: a model trained on clean, narrow data (a fine-tuned
+Conformer-CTC) gains from denoised audio where Whisper, trained on noisy audio, loses. So
+`--recognizer nemo` fits curves for CTC models with the project's AN4 model
+(asr_stream/data/models/an4_fastconformer_ctc.nemo, streamed as the chain runs it) on AN4's train
+split (the bench holds out its test split), same noises and babble, and adds them under
+`curve_by_recognizer` without touching the estimator maps (those are the denoiser's); its table
+goes to recipes/gate/RESULTS-nemo.md (about 7 min with `--clips 40 --denoisers deepfilternet`).
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ BYPASS_ABOVE_DB = 15.0
 CLEAR_GAIN = 0.10  # a mix must make at least 10 % fewer errors than no denoiser to be chosen
 OUT_JSON = ROOT / "asr_stream" / "denoisers" / "gate_calibration.json"
 OUT_MD = ROOT / "recipes" / "gate" / "RESULTS.md"
+AN4_MODEL = "an4_fastconformer_ctc"  # bundled; what `--recognizer nemo` calibrates with
 
 
 def ljspeech(split: str) -> list[tuple[Path, str]]:
@@ -66,16 +75,26 @@ def ljspeech(split: str) -> list[tuple[Path, str]]:
     return [(p, texts[p.name]) for p in clips]
 
 
+def an4_train(limit: int) -> list[tuple[Path, str]]:
+    """`limit` AN4 train utterances spread evenly over the split (it is ordered by speaker)."""
+    sys.path.insert(0, str(ROOT / "recipes" / "an4"))
+    from train_an4 import read_split  # noqa: E402  (the recipe's own reading of AN4)
+
+    clips = read_split(SHARED / "speech" / "an4", "train")
+    return clips[:: max(1, len(clips) // limit)][:limit]
+
+
 def babble_talkers(split: str) -> list[np.ndarray]:
     files = sorted((SHARED / "speech" / "librispeech_unlabeled").rglob("*.flac"))
     return [load_16k(p) for p in (files[:60] if split == "calibration" else files[60:120])]
 
 
-def mixtures(split: str, limit: int):
+def mixtures(split: str, limit: int, recognizer: str = "whisper"):
     """(clip, reference, kind, snr, audio) for each clip under each condition, seeded per clip."""
     noises = CALIBRATION_NOISES if split == "calibration" else HELD_OUT_NOISES
     talkers = babble_talkers(split)
-    for i, (path, text) in enumerate(ljspeech(split)[:limit]):
+    clips = an4_train(limit) if recognizer == "nemo" else ljspeech(split)[:limit]
+    for i, (path, text) in enumerate(clips):
         speech = load_16k(path)
         rng = np.random.default_rng(i)
         yield path.name, text, "clean", None, speech
@@ -101,23 +120,53 @@ def raw_reading(x: np.ndarray, e: np.ndarray) -> float | None:
     return float(np.median(values)) if values else None
 
 
-def measure(denoisers: list[str], limit: int, log) -> list[dict]:
+def whisper_transcriber():
+    """Whisper tiny.en offline on a whole clip (greedy, no VAD)."""
     from faster_whisper import WhisperModel
 
-    from asr_stream.denoisers import create_denoiser
-    from asr_stream.evaluation.metrics import normalize
     from asr_stream.recognizers.whisper import bundled_model_path
 
     model = WhisperModel(str(bundled_model_path()), device="cpu", compute_type="int8", cpu_threads=1)
-    stages = {name: create_denoiser(name) for name in denoisers}
 
     def transcribe(x):
         segments, _ = model.transcribe(x.astype(np.float32), language="en", beam_size=1, vad_filter=False,
                                        condition_on_previous_text=False)
-        return normalize(" ".join(s.text for s in segments)) or "<empty>"
+        return " ".join(s.text for s in segments)
+
+    return transcribe
+
+
+def nemo_transcriber():
+    """The AN4 model streamed as the chain runs it (cache-aware, 80 ms look-ahead, ONNX): short
+    clips are where a streaming CTC model and its offline decode differ most."""
+    from asr_stream.recognizers import create_recognizer
+
+    recognizer = create_recognizer("nemo", model=AN4_MODEL, runtime="onnx", lookahead_ms=80, live=False)
+
+    def transcribe(x):
+        recognizer.reset()
+        hyps = []
+        for i in range(0, len(x), 1600):
+            recognizer.accept_waveform(x[i : i + 1600].astype(np.float32))
+            hyps += recognizer.decode()
+        hyps += recognizer.finish()
+        return " ".join(h.text for h in hyps if h.final)
+
+    return transcribe
+
+
+def measure(denoisers: list[str], limit: int, log, recognizer: str = "whisper") -> list[dict]:
+    from asr_stream.denoisers import create_denoiser
+    from asr_stream.evaluation.metrics import normalize
+
+    stages = {name: create_denoiser(name) for name in denoisers}
+    text_of = nemo_transcriber() if recognizer == "nemo" else whisper_transcriber()
+
+    def transcribe(x):
+        return normalize(text_of(x)) or "<empty>"
 
     rows, t0 = [], time.monotonic()
-    for clip, text, kind, snr, x in mixtures("calibration", limit):
+    for clip, text, kind, snr, x in mixtures("calibration", limit, recognizer):
         row = {"clip": clip, "reference": normalize(text), "kind": kind, "snr": snr, "raw": {},
                "hyp": {"none": transcribe(x)}}
         for name, stage in stages.items():
@@ -199,12 +248,15 @@ def held_out(calibration: dict, denoisers: list[str], limit: int) -> dict:
     return report
 
 
-def write_results(rows: list[dict], calibration: dict, accuracy: dict, denoisers: list[str], argv: list[str],
-                  seconds: float, note: str = "") -> None:
-    L = ["# Gate calibration (recipes/gate/calibrate.py)", "",
+def write_results(rows: list[dict], calibration: dict, accuracy: dict | None, denoisers: list[str], argv: list[str],
+                  seconds: float, note: str = "", out_md: Path = OUT_MD, recognizer: str = "whisper") -> None:
+    how = ("the project's AN4 model streamed (cache-aware, 80 ms, ONNX)" if recognizer == "nemo"
+           else "Whisper tiny.en offline (greedy, no VAD)")
+    clips = f"{len({r['clip'] for r in rows})} {'AN4 train' if recognizer == 'nemo' else 'LJSpeech'} clips"
+    L = [f"# Gate calibration for {recognizer} (recipes/gate/calibrate.py)", "",
          f"Command: `{' '.join(['.venv/bin/python recipes/gate/calibrate.py', *map(shlex.quote, argv)])}` "
-         f"({seconds / 60:.0f} min). Whisper tiny.en offline (greedy, no VAD) on each calibration mixture "
-         f"mixed at `x + mix * (denoised - x)`; {len({r['clip'] for r in rows})} LJSpeech clips. {note}", ""]
+         f"({seconds / 60:.0f} min). {how} on each calibration mixture "
+         f"mixed at `x + mix * (denoised - x)`; {clips}. {note}", ""]
     for name in denoisers:
         L += [f"## {name}", "", "WER % by condition and mix (mix 0 = no denoiser); **bold** = the curve's choice "
               "(real noise: the noise curve; babble: the babble curve).", "",
@@ -223,8 +275,10 @@ def write_results(rows: list[dict], calibration: dict, accuracy: dict, denoisers
                 L.append(f"| {kind}{'' if snr is None else f' {snr} dB'} | " + " | ".join(cells) + " |")
         L += ["", f"Estimator map (mean raw reading -> mixing SNR): {calibration[name]['estimator_map']}; "
                   f"curves (SNR dB -> mix): noise {calibration[name]['curve']['noise']}, babble "
-                  f"{calibration[name]['curve']['babble']}.", "",
-              f"Held-out accuracy of the calibrated estimate (odd LJSpeech clips, noises "
+                  f"{calibration[name]['curve']['babble']}.", ""]
+        if accuracy is None:
+            continue
+        L += [f"Held-out accuracy of the calibrated estimate (odd LJSpeech clips, noises "
               f"{', '.join(HELD_OUT_NOISES)}, babble of other talkers): mean absolute error "
               f"{accuracy[name]['mae_db']} dB, 90th percentile {accuracy[name]['p90_abs_error_db']} dB; "
               f"lowest reading on clean speech {accuracy[name]['clean_min_db']} dB.", "",
@@ -232,20 +286,24 @@ def write_results(rows: list[dict], calibration: dict, accuracy: dict, denoisers
         for k, c in accuracy[name]["cells"].items():
             L.append(f"| {k} | {c['bias_db']:+.1f} | {c['mae_db']:.1f} | {c['n']} |")
         L.append("")
-    OUT_MD.write_text("\n".join(L) + "\n")
+    out_md.write_text("\n".join(L) + "\n")
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--clips", type=int, default=16, help="LJSpeech clips per split (default 16)")
+    p.add_argument("--clips", type=int, default=16, help="clips per split (default 16; AN4 utterances are "
+                   "short: use more with --recognizer nemo)")
     p.add_argument("--denoisers", default="deepfilternet,gtcrn")
+    p.add_argument("--recognizer", choices=("whisper", "nemo"), default="whisper",
+                   help="whose curves to fit (whisper: the estimator maps and the default curves)")
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/gate_calibration"))
     p.add_argument("--measured", type=Path, help="refit from this measurements file instead of measuring")
     p.add_argument("--note", default="", help="a sentence for RESULTS.md (where the measurements came from)")
     args = p.parse_args(argv)
-    if not (SHARED / "speech" / "ljspeech").is_dir():
-        print("calibrate: needs ../shared (LJSpeech, noise, LibriSpeech)", file=sys.stderr)
+    needs = "an4" if args.recognizer == "nemo" else "ljspeech"
+    if not (SHARED / "speech" / needs).is_dir() or not (SHARED / "noise").is_dir():
+        print(f"calibrate: needs ../shared ({needs}, noise, LibriSpeech)", file=sys.stderr)
         return 2
     denoisers = args.denoisers.split(",")
     t0 = time.monotonic()
@@ -253,15 +311,30 @@ def main(argv=None) -> int:
     if args.measured:
         rows = json.loads(args.measured.read_text())
     else:
-        rows = measure(denoisers, args.clips, lambda m: print(m, flush=True))
-        (args.work_dir / "measured.json").write_text(json.dumps(rows))
-    calibration = fit(rows, denoisers)
-    accuracy = held_out(calibration, denoisers, args.clips)
-    entries = [f' "{name}": ' + json.dumps({"estimator_map": c["estimator_map"], "curve": c["curve"]})
-               for name, c in calibration.items()]
-    OUT_JSON.write_text("{\n" + ",\n".join(entries) + "\n}\n")
-    write_results(rows, calibration, accuracy, denoisers, argv, time.monotonic() - t0, args.note)
-    print(f"wrote {OUT_JSON.relative_to(ROOT)} and {OUT_MD.relative_to(ROOT)}")
+        rows = measure(denoisers, args.clips, lambda m: print(m, flush=True), args.recognizer)
+        (args.work_dir / f"measured-{args.recognizer}.json").write_text(json.dumps(rows))
+    fitted = fit(rows, denoisers)
+    table = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
+    if args.recognizer == "whisper":
+        accuracy = held_out(fitted, denoisers, args.clips)
+        for name, c in fitted.items():
+            kept = table.get(name, {}).get("curve_by_recognizer")
+            table[name] = {"estimator_map": c["estimator_map"], "curve": c["curve"],
+                           **({"curve_by_recognizer": kept} if kept else {})}
+        out_md = OUT_MD
+    else:
+        accuracy = None
+        for name, c in fitted.items():
+            if name not in table:
+                print(f"calibrate: no estimator map for {name} yet: run the whisper calibration first", file=sys.stderr)
+                return 2
+            table[name].setdefault("curve_by_recognizer", {})[args.recognizer] = c["curve"]
+            c["estimator_map"] = table[name]["estimator_map"]
+        out_md = OUT_MD.with_name(f"RESULTS-{args.recognizer}.md")
+    OUT_JSON.write_text("{\n" + ",\n".join(f' "{name}": ' + json.dumps(entry) for name, entry in table.items())
+                        + "\n}\n")
+    write_results(rows, fitted, accuracy, denoisers, argv, time.monotonic() - t0, args.note, out_md, args.recognizer)
+    print(f"wrote {OUT_JSON.relative_to(ROOT)} and {out_md.relative_to(ROOT)}")
     return 0
 
 
