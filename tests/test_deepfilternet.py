@@ -45,6 +45,20 @@ def test_reset_gives_identical_second_stream(dfn):
     assert np.array_equal(a, b)
 
 
+def test_a_stream_loads_its_model_on_its_first_frame():
+    """Each stream's libDF state loads the whole model (a third of a second of CPU): a stream made
+    but never fed (a clean session whose gate never starts its denoiser) holds none, and a reset
+    gives its state back; the output is the same either way."""
+    x = load_16k(audioeval_clips()[0][0])
+    fresh = create_denoiser("deepfilternet")
+    assert fresh._state is None
+    y = _stream(fresh, x)
+    assert fresh._state is not None
+    fresh.reset()
+    assert fresh._state is None
+    assert np.array_equal(_stream(fresh, x), y)
+
+
 @needs_shared
 def test_improves_real_noisy_speech(dfn):
     """Valentini pairs (real recorded noise): PESQ-WB up on average, and no pair made worse."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from functools import lru_cache
 
 import numpy as np
 
@@ -46,7 +47,25 @@ def _library():
         return _lib
 
 
+@lru_cache(maxsize=4)
+def _frame_length(model: str) -> int:
+    """The model's frame length, read once per process from a state made for the purpose (a
+    stream's own state is made on its first frame)."""
+    lib = _library()
+    state = lib.df_create(model.encode(), 100.0, None)
+    if not state:
+        raise UserError(f"DeepFilterNet could not load its model: {model}")
+    try:
+        return int(lib.df_get_frame_length(state))
+    finally:
+        lib.df_free(state)
+
+
 class DeepFilterNetDenoiser(Frames48kDenoiser):
+    """Each stream has its own runtime state, and each state loads the model (libDF has no shared
+    model and no reset): a third of a second of CPU, paid on the stream's first frame, so a stream
+    whose gate never starts the denoiser never pays it."""
+
     name = "deepfilternet"
 
     def __init__(self, atten_lim_db: float = 20.0, model_path: str | None = None):
@@ -56,9 +75,7 @@ class DeepFilterNetDenoiser(Frames48kDenoiser):
         self._model = str(model_path or bundled_model())
         self._lib = _library()
         self._state = None
-        self._used = False  # a state that has processed no frame is as good as a new one
-        self._load()
-        super().__init__(int(self._lib.df_get_frame_length(self._state)), DF_DELAY_48K)
+        super().__init__(_frame_length(self._model), DF_DELAY_48K)
         self._in = np.zeros(self.frame_48k, np.float32)
         self._out = np.zeros(self.frame_48k, np.float32)
         self._pin = self._in.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
@@ -66,10 +83,10 @@ class DeepFilterNetDenoiser(Frames48kDenoiser):
         self.reset()
 
     def _new_state(self) -> None:
-        """Free a used state; the next frame loads a fresh one (`_load`). A gate that stops the
-        denoiser resets it and may never start it again: the load, a third of a second of CPU,
-        is then not paid, and the state's memory is free while it sleeps."""
-        if self._state is not None and self._used:
+        """Free the state; the next frame loads a fresh one (`_load`). A gate that stops the
+        denoiser resets it and may never start it again: the load is then not paid, and the
+        state's memory is free while it sleeps."""
+        if self._state is not None:
             self._lib.df_free(self._state)
             self._state = None
 
@@ -79,13 +96,11 @@ class DeepFilterNetDenoiser(Frames48kDenoiser):
         if not state:
             raise UserError(f"DeepFilterNet could not load its model: {self._model}")
         self._state = state
-        self._used = False
 
     def _denoise_frame(self, frame: np.ndarray) -> np.ndarray:
         if self._state is None:
             self._load()
         self._in[:] = frame
-        self._used = True
         self._lib.df_process_frame(self._state, self._pin, self._pout)
         return self._out
 
