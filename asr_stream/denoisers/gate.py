@@ -266,7 +266,7 @@ class GatedDenoiser:
         self.asleep, self._clean_so_far = True, False
         self._denoised = self._denoised[:0]
         self._passing_since = None
-        self.inner.reset()  # fresh for the next start (a model load, if any, happens now)
+        self.inner.reset()  # fresh for the next start (DeepFilterNet3 frees its state, loads a new one then)
 
     def _decide(self, reading) -> None:
         self.babble = reading.speech_like is not None and reading.speech_like >= BABBLE_VAD
