@@ -63,7 +63,7 @@ def _frame_length(model: str) -> int:
 
 class DeepFilterNetDenoiser(Frames48kDenoiser):
     """Each stream has its own runtime state, and each state loads the model (libDF has no shared
-    model and no reset): a third of a second of CPU, paid on the stream's first frame, so a stream
+    model and no reset): a quarter of a second of CPU, paid on the stream's first frame, so a stream
     whose gate never starts the denoiser never pays it."""
 
     name = "deepfilternet"
