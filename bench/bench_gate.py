@@ -7,8 +7,8 @@ gate's calibration (recipes/gate/calibrate.py) never saw:
    GTCRN and RNNoise as they are, and DeepFilterNet3 and GTCRN gated (the default chain is
    the gated DeepFilterNet3, whose denoiser stops on clean input; also run kept running);
 2. AN4 test clips through the project's NeMo model, in held-out noise and babble: no denoiser,
-   DeepFilterNet3 as it is, gated (the gate takes the curves calibrated for NeMo models on AN4's
-   train split).
+   DeepFilterNet3 and GTCRN as they are and gated (the gate takes the curves calibrated for NeMo
+   models on AN4's train split).
 Without ../shared, part 1 runs on the pytest-audioeval clips in babble only. Then it checks the
 issue's targets in the same run: never worse than no denoiser at any condition (and by how many
 words), pooled 0 + 5 dB WER <= 0.8 x no denoiser, clean within +0.5 WER points, CPU on clean
@@ -302,7 +302,8 @@ def main(argv=None) -> int:
             conditions_an4 = ",".join(["clean"] + [str(s) for s in SNRS] + [f"babble@{s}" for s in SNRS])
             nemo = "asr=nemo;model=an4_fastconformer_ctc;runtime=onnx;lookahead_ms=80"
             chains = [f"{BASELINE}:denoiser=none;{nemo}", f"dfn:denoiser=deepfilternet;gate=false;{nemo}",
-                      f"dfn+gate:denoiser=deepfilternet;gate=true;{nemo}"]
+                      f"dfn+gate:denoiser=deepfilternet;gate=true;{nemo}", f"gtcrn:denoiser=gtcrn;gate=false;{nemo}",
+                      f"gtcrn+gate:denoiser=gtcrn;gate=true;{nemo}"]
             part(exe, "gate-an4", "AN4 test clips, the project's NeMo model (cache-aware, 80 ms); the gate "
                  "with the curves calibrated for NeMo models (recipes/gate/RESULTS-nemo.md, AN4 train split)",
                  ["--dataset", "an4", "--limit", "4" if args.quick else "40", "--noise-dir", str(noise_dir),
