@@ -72,6 +72,26 @@ def test_digital_silence_is_not_the_room():
     assert alone.reading().snr_db is not None and padded.reading() == alone.reading()
 
 
+
+def test_digital_silence_does_not_hide_babble():
+    """Babble after padding still reads as babble a second in (zeros scored by the VAD diluted it
+    below the threshold: 0.50 against 0.80 without the zeros; the padded stream also scores the
+    first 0.3 s of the speech, which the unpadded one leaves to its denoiser's settling)."""
+    from asr_stream.denoisers.gate import BABBLE_VAD
+    from asr_stream.io.vad import SileroVAD
+
+    speech = load_16k(demo_clip()[0])[: 2 * 16000]
+    babble = _babble([load_16k(p) for p, _ in audioeval_clips()], len(speech), np.random.default_rng(4))
+    x = mix_at_snr(speech, babble, 5)[0]
+    e = _denoised("deepfilternet", x)
+    zeros = np.zeros(2 * 16000, np.float32)
+    alone, padded = NoiseEstimator(speech_detector=SileroVAD()), NoiseEstimator(speech_detector=SileroVAD())
+    alone.update(x[:16000], e[:16000])
+    padded.update(np.concatenate([zeros, x[:16000]]), np.concatenate([zeros, e[:16000]]))
+    a, b = alone.reading().speech_like, padded.reading().speech_like
+    assert a >= BABBLE_VAD and b >= BABBLE_VAD, (a, b)
+
+
 def test_a_perfect_denoiser_reads_the_mixing_snr():
     """x = speech + noise and e = speech exactly: the raw reading is close to the mixing SNR."""
     speech = load_16k(demo_clip()[0])

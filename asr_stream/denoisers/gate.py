@@ -8,8 +8,9 @@ clean speech, more in noise. The curves are per recogniser where calibrated: Whi
 noisy audio, wants little denoising; a CTC model trained on clean speech wants much more.
 Babble (the noise reads as speech to the VAD) has a curve of its own: a denoiser cannot tell
 the talkers apart and removes speech with them. In a pause the SNR cannot be read and `mix`
-holds. It moves at most `1 / ramp_s` per second, sample by sample, so a change never clicks. Readings fall on fixed points of the stream (every 100 ms) and the ramp is
-anchored to them, so the output is the same however the audio is cut into calls.
+holds. It moves at most `1 / ramp_s` per second, sample by sample, so a change never clicks.
+Readings fall on fixed points of the stream (every 100 ms) and the ramp is anchored to them, so
+the output is the same however the audio is cut into calls.
 
 The gate adds no latency: the denoiser's output is aligned with its input, and the matching
 input samples wait in a short queue.

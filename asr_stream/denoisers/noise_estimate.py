@@ -18,7 +18,8 @@ denoiser took out, scores speech there in babble and not in other noise (0.2 ms 
 
 The first 0.3 s are left out (denoisers pass or mute their first frames while they settle), and
 the first reading waits for half a second more.
-Frames of digital silence (padding, a muted input) are left out: they are not the room's noise.
+Frames of digital silence (padding, a muted input) are left out of both readings: they are not
+the room's noise.
 Memory is a fixed ring of 10 ms frame powers, however long the stream.
 """
 
@@ -86,21 +87,20 @@ class NoiseEstimator:
         self._carry_x, self._carry_e = x[n:], e[n:]
         if not n:
             return
-        xs = x[:n].reshape(-1, FRAME).astype(np.float64)
-        es = e[:n].reshape(-1, FRAME).astype(np.float64)
-        skipped = min(self._skip, len(xs))
+        skipped = min(self._skip, n // FRAME)
+        self._skip -= skipped
+        xs = x[skipped * FRAME : n].reshape(-1, FRAME).astype(np.float64)
+        es = e[skipped * FRAME : n].reshape(-1, FRAME).astype(np.float64)
+        px = (xs**2).mean(1)
+        kept = px >= DIGITAL_SILENCE  # frames of the room, not padding
         if self.detector is not None:
-            self._score_noise((x[skipped * FRAME : n] - e[skipped * FRAME : n]).astype(np.float32))
-        for px, pe, pr in zip((xs**2).mean(1), (es**2).mean(1), ((xs - es) ** 2).mean(1)):
-            if self._skip:
-                self._skip -= 1
-                continue
-            if px < DIGITAL_SILENCE:
-                continue
-            i = self._next
-            self._px[i], self._pe[i], self._pr[i] = px, pe, pr
-            self._next = (i + 1) % self.size
-            self._filled = min(self._filled + 1, self.size)
+            self._score_noise((xs[kept] - es[kept]).astype(np.float32).ravel())
+        px, pe, pr = px[kept], (es[kept] ** 2).mean(1), ((xs[kept] - es[kept]) ** 2).mean(1)
+        last = slice(-self.size, None)  # more frames than the ring holds: only the newest count
+        where = (self._next + np.arange(len(px[last]))) % self.size
+        self._px[where], self._pe[where], self._pr[where] = px[last], pe[last], pr[last]
+        self._next = (self._next + len(px[last])) % self.size
+        self._filled = min(self._filled + len(px), self.size)
 
     def _score_noise(self, residual: np.ndarray) -> None:
         self._residual = np.concatenate([self._residual, residual])
