@@ -154,9 +154,11 @@ from asr_stream.evaluation.mixing import phrases_with_pauses  # noqa: E402,F401 
 
 
 def word_errors(refs: list[str], hyps: list[str]) -> dict:
-    """WER and insertions / deletions / substitutions per word of `refs` (normalised text)."""
+    """WER, insertions / deletions / substitutions per word of `refs`, and the count of word errors
+    (normalised text)."""
     import jiwer
 
     out = jiwer.process_words([normalize(r) or "<empty>" for r in refs], [normalize(h) or "<empty>" for h in hyps])
     n = sum(len(normalize(r).split()) for r in refs) or 1
-    return {"wer": out.wer, "ins": out.insertions / n, "del": out.deletions / n, "sub": out.substitutions / n}
+    return {"wer": out.wer, "ins": out.insertions / n, "del": out.deletions / n, "sub": out.substitutions / n,
+            "errors": out.insertions + out.deletions + out.substitutions}

@@ -107,7 +107,10 @@ def test_the_gate_helps_this_model_in_noise_its_calibration_never_heard(tmp_path
     keep their text."""
     import json
 
-    from conftest import GATE_HELD_OUT_NOISES, SHARED_NOISE
+    from conftest import GATE_HELD_OUT_NOISES, SHARED_NOISE, word_errors
+
+    def _word_errors(row) -> int:
+        return word_errors([row["reference"]], [row["hypothesis"]])["errors"]
 
     noise_dir = tmp_path / "noise"
     noise_dir.mkdir()
@@ -130,16 +133,8 @@ def test_the_gate_helps_this_model_in_noise_its_calibration_never_heard(tmp_path
     errors = {}
     for condition in noisy:
         for chain in ("none", "default"):
-            errors[(chain, condition)] = sum(_errors(by[(chain, condition, u)]) for u in clean)
+            errors[(chain, condition)] = sum(_word_errors(by[(chain, condition, u)]) for u in clean)
         assert errors[("default", condition)] < errors[("none", condition)], errors
     pooled = [sum(errors[(chain, c)] for c in noisy) for chain in ("none", "default")]
     assert pooled[1] <= 0.9 * pooled[0], errors
 
-
-def _errors(row) -> int:
-    import jiwer
-
-    from conftest import normalize
-
-    out = jiwer.process_words(normalize(row["reference"]) or "<empty>", normalize(row["hypothesis"]) or "<empty>")
-    return out.substitutions + out.deletions + out.insertions

@@ -11,7 +11,7 @@ from asr_stream.denoisers.gate import GatedDenoiser, curve_value
 from asr_stream.evaluation.mixing import looped_segment, mix_at_snr
 from asr_stream.stages import Denoiser
 from conftest import (GATE_HELD_OUT_NOISES, SHARED_NOISE, SHARED_SPEECH, audioeval_clips, demo_clip, load_16k,
-                      normalize, run_cli, shared_tsv)
+                      run_cli, shared_tsv, word_errors)
 
 
 def _stream(den, x, hop=None):
@@ -251,13 +251,6 @@ def _held_out_split(tmp_path):
     return ["--dataset", str(manifest), "--noise-dir", str(noise_dir)], [str(s) for s in HELD_OUT_SNRS] + babble
 
 
-def _errors(reference: str, hypothesis: str) -> int:
-    import jiwer
-
-    out = jiwer.process_words(normalize(reference) or "<empty>", normalize(hypothesis) or "<empty>")
-    return out.substitutions + out.deletions + out.insertions
-
-
 def test_never_worse_than_no_denoiser_on_held_out_noise(tmp_path):
     """The issue's rule, through `asr-stream eval` (each file its own stream, fast pace): at 10, 5,
     0 and -5 dB of held-out real noise and babble, the default chain makes at most one word more
@@ -269,7 +262,8 @@ def test_never_worse_than_no_denoiser_on_held_out_noise(tmp_path):
                    "--pace", "fast", "--no-quality", "--out", str(out), timeout=900)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     rows = [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines()]
-    errors = {(r["chain"], r["condition"], r["utterance"]): _errors(r["reference"], r["hypothesis"]) for r in rows}
+    errors = {(r["chain"], r["condition"], r["utterance"]): word_errors([r["reference"]], [r["hypothesis"]])["errors"]
+              for r in rows}
     worse = {}
     for condition in {r["condition"] for r in rows}:
         files = sorted(u for c, cond, u in errors if c == "none" and cond == condition)
