@@ -29,6 +29,12 @@ it. A stream that started it and whose first five readings all ask for a bypass 
 once instead of after the usual seconds (later in a stream, a short pause in the noise must not).
 Starting and stopping happen at reading points from a fresh state, so the output does not depend
 on how the audio is cut.
+
+A stream's first `hold_s` are held back until the first decision: the input-level reading at
+0.5 s when it reads clean (released as it is), else the first SNR reading (0.8 s: the
+estimator's warm-up and window) at whose mix all of it goes out. Without the hold a stream's
+first words pass at mix 0 while that reading builds up, and a short utterance in noise is
+mostly those words. It delays a stream's first output once, by at most `hold_s`.
 """
 
 from __future__ import annotations
@@ -59,6 +65,8 @@ SLEEP_AFTER_S = 3.0  # after the gate has passed the input through for this long
 MIN_AWAKE_S = 5.0  # and not before it has run this long (a start and a stop cost a model load);
 START_CLEAN_READINGS = 5  # but a stream whose first this many SNR readings all bypass stops it at once
 WARM_S = 1.0  # input the denoiser is fed again when it starts, its output thrown away
+HOLD_S = 1.0  # a stream's start held back until the first decision, at most this long (<= WARM_S:
+# a start inside the hold then denoises all of it)
 
 
 @lru_cache(maxsize=1)
@@ -88,11 +96,13 @@ class GatedDenoiser:
     """A `stages.Denoiser` over another one. `gate_counters()` says what it decided."""
 
     def __init__(self, inner: Denoiser, curve=None, babble_curve=None, estimator_map=None,
-                 start_mix: float = 0.0, ramp_s: float = 0.25, sleep: bool = True, recognizer: str | None = None):
+                 start_mix: float = 0.0, ramp_s: float = 0.25, sleep: bool = True, recognizer: str | None = None,
+                 hold_s: float = HOLD_S):
         """`curve` / `babble_curve`: (SNR dB, mix) points for noise and for speech-like noise
         (default: the calibration's for this denoiser and `recognizer`, the name of the
         recogniser that hears the output). `sleep`: stop the denoiser while the input reads
-        clean (see the module)."""
+        clean; `hold_s`: hold the stream's start until the first decision, 0 for never (see the
+        module)."""
         from asr_stream.io.vad import SileroVAD
 
         self.inner = inner
@@ -109,6 +119,7 @@ class GatedDenoiser:
         self.level = InputLevel(window_s=3.0)
         self.sleep = bool(sleep)
         self.warm = int(WARM_S * 16000)
+        self.hold = int(round(min(max(hold_s, 0.0), WARM_S) * 16000 / READ_EVERY)) * READ_EVERY
         self.reset()
 
     def reset(self) -> None:
@@ -140,6 +151,10 @@ class GatedDenoiser:
         self.babble = False
         self._ramp_start, self._ramp_mix = 0, self.mix  # where and from what mix the ramp to target began
         self._timeline: deque = deque(maxlen=TIMELINE_SPAN)  # per reading: (sample, mix, snr or None, babble)
+        self._holding = self.hold > 0  # the stream's start, held until the first decision:
+        self._held_x = np.zeros(0, np.float32)  # its input, from stream sample 0 on,
+        self._held_e = np.zeros(0, np.float32)  # and its denoised twins, as far as the denoiser ran
+        self.held_seconds = 0.0  # how long the start was held
 
     def process(self, hop: np.ndarray) -> np.ndarray:
         x = np.asarray(hop, np.float32)
@@ -156,6 +171,8 @@ class GatedDenoiser:
         if len(self._pending):  # the denoiser stopped while its tail was due: the rest as it is
             self.asleep, self._denoised = True, self._denoised[:0]
             out = np.concatenate([out, self._emit()])
+        if self._holding:  # a stream shorter than its first decision: at the mix decided so far
+            out = np.concatenate([self._release(), out])
         return out
 
     def _denoise(self, x: np.ndarray) -> np.ndarray:
@@ -171,6 +188,8 @@ class GatedDenoiser:
         if unread < drop:
             a = self._inner_at + unread - self._history_at
             self._estimate(self._history[a : a + drop - unread], e[unread:drop])
+        if self._holding and drop and self._inner_at == len(self._held_e):  # twins of held input
+            self._held_e = np.concatenate([self._held_e, np.asarray(e[:drop], np.float32)])
         self._inner_at += len(e)
         self._denoised = np.concatenate([self._denoised, np.asarray(e[drop:], np.float32)])
 
@@ -189,8 +208,13 @@ class GatedDenoiser:
             else:
                 e, self._denoised = self._denoised[:n], self._denoised[n:]
                 out.append(self._mix_block(x, e))
+            if self._holding:
+                self._held_x = np.concatenate([self._held_x, x])
+                if not self.asleep:
+                    self._held_e = np.concatenate([self._held_e, e])
+                out.pop()
             if self.samples % READ_EVERY == 0:
-                self._at_reading_point()
+                out.append(self._at_reading_point())
         keep = self.samples - self.warm - self._history_at  # input the next start may need again
         if keep > 0:
             self._history, self._history_at = self._history[keep:], self._history_at + keep
@@ -199,7 +223,9 @@ class GatedDenoiser:
     def _pass_block(self, x: np.ndarray) -> np.ndarray:
         self.level.update(x)
         self.asleep_samples += len(x)
-        self._count(np.zeros(len(x), np.float32))
+        self.samples += len(x)
+        if not self._holding:
+            self._tally(np.zeros(len(x), np.float32))
         return x.copy()
 
     def _mix_block(self, x: np.ndarray, e: np.ndarray) -> np.ndarray:
@@ -212,7 +238,9 @@ class GatedDenoiser:
         self.mix = float(ramp[-1])
         if self.babble:
             self.babble_samples += n
-        self._count(ramp)
+        self.samples += n
+        if not self._holding:
+            self._tally(ramp)
         m = ramp.astype(np.float32)
         return ((1 - m) * x + m * e).astype(np.float32)  # exactly x at mix 0 and e at mix 1
 
@@ -220,15 +248,21 @@ class GatedDenoiser:
         self.estimator.update(x, e)
         self._estimated_to += len(x)
 
-    def _at_reading_point(self) -> None:
+    def _at_reading_point(self) -> np.ndarray:
+        """Decide; returns the held start once its mix is known."""
         level = self.level.snr_db()
+        released = np.zeros(0, np.float32)
         if self.asleep:
             first = self.wakes == 0  # the stream's start: stopped unless it reads as clean as a stop needs
             if level is not None and level < WAKE_DB + (SLEEP_MARGIN_DB if first else 0.0):
                 self._wake()
+            elif self._holding and (level is not None or self.samples >= self.hold):
+                released = self._release()  # it reads clean: as it is
         else:  # the window is 1.5 s: a reading per 100 ms is plenty
             reading = self.estimator.reading()
             self._decide(reading)
+            if self._holding and (self.last_snr_db is not None or self.samples >= self.hold):
+                released = self._release()
             self._ramp_start, self._ramp_mix = self.samples, self.mix
             passing = self.target == 0.0 and self.mix == 0.0
             if passing:
@@ -247,6 +281,7 @@ class GatedDenoiser:
             if self.sleep and quiet and (long_passing or clean_start):
                 self._fall_asleep()
         self._timeline.append((self.samples, self.mix, None if self.asleep else self.last_snr_db, self.babble))
+        return released
 
     def _wake(self) -> None:
         """Start the (fresh) denoiser on the last `warm` samples, so it is warm from here on."""
@@ -278,9 +313,25 @@ class GatedDenoiser:
                 self.snr_readings += 1
                 self.snr_sum += reading.snr_db
 
-    def _count(self, ramp: np.ndarray) -> None:
+    def _release(self) -> np.ndarray:
+        """The held start at the mix decided (the ramp goes on from it): the input where the
+        denoiser has no twins for it (asleep; a stream's end before its tail came)."""
+        x, e = self._held_x, self._held_e[: len(self._held_x)]
+        self._holding = False
+        self._held_x = self._held_e = np.zeros(0, np.float32)
+        self.held_seconds = len(x) / 16000
+        self.mix = self._ramp_mix = self.target if len(e) else 0.0
+        m = np.zeros(len(x), np.float32)
+        m[: len(e)] = self.mix
+        self._tally(m)
+        if not self.mix:
+            return x.copy()
+        out = x.copy()
+        out[: len(e)] = (1 - m[: len(e)]) * x[: len(e)] + m[: len(e)] * e
+        return out
+
+    def _tally(self, ramp: np.ndarray) -> None:
         seconds = len(ramp) / 16000
-        self.samples += len(ramp)
         self.mix_seconds += float(ramp.mean()) * seconds
         for b, count in enumerate(np.bincount(np.searchsorted(MIX_BINS, ramp), minlength=len(MIX_BINS) + 1)):
             self.seconds_by_bin[b] += int(count) / 16000
@@ -308,4 +359,5 @@ class GatedDenoiser:
             "last_snr_db": None if self.last_snr_db is None else round(self.last_snr_db, 1),
             "denoiser_off_share": round(self.asleep_samples / self.samples, 3) if self.samples else None,
             "denoiser_starts": self.wakes,
+            "start_held_s": round(self.held_seconds, 2),
         }
