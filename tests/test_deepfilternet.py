@@ -83,3 +83,23 @@ def test_improves_speech_in_real_kitchen_noise(dfn):
     dfn.reset()
     y = _stream(dfn, noisy)
     assert pesq(16000, clean, y, "wb") > pesq(16000, clean, noisy, "wb")
+
+
+def test_a_starting_stream_takes_a_state_made_ahead():
+    """The model load (a quarter of a second) is not on a starting stream's path: it takes a fresh
+    state made ahead in the background, and another is made for the next start. Its attenuation
+    limit is set on the taken state: the output is that of a state made with the limit."""
+    from asr_stream.denoisers import deepfilternet
+
+    spares = deepfilternet.SPARES
+    x = load_16k(audioeval_clips()[0][0])
+    first = _stream(create_denoiser("deepfilternet"), x)
+    spares.wait()
+    taken, on_path = spares.taken, spares.loaded_on_path
+    second = create_denoiser("deepfilternet")
+    assert np.array_equal(_stream(second, x), first)
+    assert (spares.taken, spares.loaded_on_path) == (taken + 1, on_path)
+    made_with_limit = create_denoiser("deepfilternet")
+    made_with_limit.reset()
+    made_with_limit._state = deepfilternet._library().df_create(made_with_limit._model.encode(), 20.0, None)
+    assert np.array_equal(_stream(made_with_limit, x), first)

@@ -49,22 +49,94 @@ def _library():
 
 @lru_cache(maxsize=4)
 def _frame_length(model: str) -> int:
-    """The model's frame length, read once per process from a state made for the purpose (a
-    stream's own state is made on its first frame)."""
-    lib = _library()
-    state = lib.df_create(model.encode(), 100.0, None)
+    """The model's frame length, read once per process from a state that then waits as the first
+    spare (a stream's own state is taken when its denoiser first runs)."""
+    state = _create_state(model)
+    length = int(_library().df_get_frame_length(state))
+    SPARES.offer(model, state)
+    return length
+
+
+def _create_state(model: str) -> int:
+    state = _library().df_create(model.encode(), 100.0, None)
     if not state:
         raise UserError(f"DeepFilterNet could not load its model: {model}")
-    try:
-        return int(lib.df_get_frame_length(state))
-    finally:
-        lib.df_free(state)
+    return state
+
+
+class _SpareStates:
+    """A fresh state per model made ahead in a background thread, so a stream
+    whose denoiser starts takes one ready instead of loading the model on its own path (a quarter
+    of a second, in the middle of a live stream). ctypes lets go of the interpreter lock while libDF
+    loads, so the load runs beside the streams. The first spare is the state read for the model's
+    frame length; every start that takes one asks for the next: a process holds one unused state
+    per model at most."""
+
+    def __init__(self):
+        self._ready: dict[str, int] = {}  # model path -> a state no stream has used
+        self._making: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self.taken = 0  # states a start took ready
+        self.loaded_on_path = 0  # ... and those it had to load itself
+
+    def take(self, model: str, atten_lim_db: float) -> int:
+        with self._lock:
+            state = self._ready.pop(model, None)
+            if state is None:
+                self.loaded_on_path += 1
+            else:
+                self.taken += 1
+        if state is None:
+            state = _create_state(model)
+        # atten_lim 0 means "no limit" in libDF; 100 dB is as good as none
+        _library().df_set_atten_lim(state, atten_lim_db or 100.0)
+        self._refill(model)
+        return state
+
+    def offer(self, model: str, state: int) -> None:
+        """A fresh state for the next start (freed if one is waiting already)."""
+        with self._lock:
+            if model not in self._ready:
+                self._ready[model], state = state, None
+        if state is not None:
+            _library().df_free(state)
+
+    def _refill(self, key: str) -> None:
+        with self._lock:
+            if key in self._ready or key in self._making:
+                return
+            thread = threading.Thread(target=self._make, args=(key,), name="dfn-spare-state", daemon=True)
+            self._making[key] = thread
+        thread.start()
+
+    def _make(self, model: str) -> None:
+        try:
+            state = _create_state(model)
+        except UserError:
+            state = None  # the stream's own load says why
+        with self._lock:
+            del self._making[model]
+        if state is not None:
+            self.offer(model, state)
+
+    def wait(self) -> None:
+        """Until no spare is being made (tests)."""
+        while True:
+            with self._lock:
+                threads = list(self._making.values())
+            if not threads:
+                return
+            for t in threads:
+                t.join()
+
+
+SPARES = _SpareStates()
 
 
 class DeepFilterNetDenoiser(Frames48kDenoiser):
     """Each stream has its own runtime state, and each state loads the model (libDF has no shared
-    model and no reset): a quarter of a second of CPU, paid on the stream's first frame, so a stream
-    whose gate never starts the denoiser never pays it."""
+    model and no reset): a quarter of a second of CPU, paid when the stream's denoiser first runs
+    (a stream whose gate never starts it never pays it), from a spare made ahead (`_SpareStates`)."""
 
     name = "deepfilternet"
 
@@ -91,11 +163,7 @@ class DeepFilterNetDenoiser(Frames48kDenoiser):
             self._state = None
 
     def _load(self) -> None:
-        # atten_lim 0 means "no limit" in libDF; 100 dB is as good as none
-        state = self._lib.df_create(self._model.encode(), self.atten_lim_db or 100.0, None)
-        if not state:
-            raise UserError(f"DeepFilterNet could not load its model: {self._model}")
-        self._state = state
+        self._state = SPARES.take(self._model, self.atten_lim_db)
 
     def _denoise_frame(self, frame: np.ndarray) -> np.ndarray:
         if self._state is None:
