@@ -142,8 +142,9 @@ def test_a_noisy_start_is_held_and_goes_out_at_the_first_decision(dfn, noisy):
     assert np.array_equal(_stream(held, x), forced)
     assert 0.8 <= held.gate_counters()["start_held_s"] <= 1.0
     unheld = _stream(GatedDenoiser(dfn, recognizer="nemo", hold_s=0), x)
+    assert GatedDenoiser(dfn, recognizer="whisper").hold == 0  # Whisper's streams are not held
     assert np.array_equal(unheld[: 16000 // 2], x[: 16000 // 2]) and not np.array_equal(unheld, forced)
-    clean = GatedDenoiser(dfn)
+    clean = GatedDenoiser(dfn, recognizer="nemo")
     assert np.array_equal(_stream(clean, speech), speech) and clean.gate_counters()["start_held_s"] <= 0.8
     short = GatedDenoiser(dfn, recognizer="nemo")
     short.reset()
@@ -239,9 +240,9 @@ def _noises():
 
 @pytest.mark.parametrize("snr,least_mix,most_bypassed", [(10, 0.1, 0.5), (5, 0.3, 0.2), (0, 0.3, 0.2)])
 def test_engages_in_noise(dfn, snr, least_mix, most_bypassed):
-    """The curve: 0.25 at 10 dB of real noise, fading to a bypass at 15 dB (so readings above
-    10 dB bypass part of the time), 0.5 and more below; the first 0.8 s pass as they are while the
-    first reading builds up."""
+    """Whisper's curve: half of the denoiser from 10 dB down (all of it at -5 dB), fading to a
+    bypass at 15 dB, so readings above 10 dB bypass part of the time; the first 0.8 s pass as they
+    are while the first reading builds up (Whisper's streams are not held)."""
     speech, rng = _continuous_speech(), np.random.default_rng(snr)
     gate = GatedDenoiser(dfn)
     for noise in _noises():

@@ -30,11 +30,13 @@ once instead of after the usual seconds (later in a stream, a short pause in the
 Starting and stopping happen at reading points from a fresh state, so the output does not depend
 on how the audio is cut.
 
-A stream's first `hold_s` are held back until the first decision: the input-level reading at
-0.5 s when it reads clean (released as it is), else the first SNR reading (0.8 s: the
-estimator's warm-up and window) at whose mix all of it goes out. Without the hold a stream's
-first words pass at mix 0 while that reading builds up, and a short utterance in noise is
-mostly those words. It delays a stream's first output once, by at most `hold_s`.
+For a recogniser that wants much denoising (NeMo's curves) a stream's first `hold_s` are held
+back until the first decision: the input-level reading at 0.5 s when it reads clean (released as
+it is), else the first SNR reading (0.8 s: the estimator's warm-up and window) at whose mix all
+of it goes out. Without the hold a stream's first words pass at mix 0 while that reading builds
+up, and a short utterance in noise is mostly those words. It delays a stream's first output once,
+by at most `hold_s`. Whisper, which wants little denoising, is not held: there the held start
+measured no better (BENCHMARKS.md has both).
 """
 
 from __future__ import annotations
@@ -65,8 +67,8 @@ SLEEP_AFTER_S = 3.0  # after the gate has passed the input through for this long
 MIN_AWAKE_S = 5.0  # and not before it has run this long (a start and a stop cost a model load);
 START_CLEAN_READINGS = 5  # but a stream whose first this many SNR readings all bypass stops it at once
 WARM_S = 1.0  # input the denoiser is fed again when it starts, its output thrown away
-HOLD_S = 1.0  # a stream's start held back until the first decision, at most this long (<= WARM_S:
-# a start inside the hold then denoises all of it)
+HOLD_S = {"nemo": 1.0}  # per recogniser: a stream's start held back until the first decision, at
+# most this long (<= WARM_S: a start inside the hold then denoises all of it); others: not held
 
 
 @lru_cache(maxsize=1)
@@ -97,12 +99,12 @@ class GatedDenoiser:
 
     def __init__(self, inner: Denoiser, curve=None, babble_curve=None, estimator_map=None,
                  start_mix: float = 0.0, ramp_s: float = 0.25, sleep: bool = True, recognizer: str | None = None,
-                 hold_s: float = HOLD_S):
+                 hold_s: float | None = None):
         """`curve` / `babble_curve`: (SNR dB, mix) points for noise and for speech-like noise
         (default: the calibration's for this denoiser and `recognizer`, the name of the
         recogniser that hears the output). `sleep`: stop the denoiser while the input reads
-        clean; `hold_s`: hold the stream's start until the first decision, 0 for never (see the
-        module)."""
+        clean; `hold_s`: hold the stream's start until the first decision, at most this long
+        (default: `HOLD_S`'s for `recognizer`; 0: never; see the module)."""
         from asr_stream.io.vad import SileroVAD
 
         self.inner = inner
@@ -119,6 +121,7 @@ class GatedDenoiser:
         self.level = InputLevel(window_s=3.0)
         self.sleep = bool(sleep)
         self.warm = int(WARM_S * 16000)
+        hold_s = HOLD_S.get(recognizer or "", 0.0) if hold_s is None else hold_s
         self.hold = int(round(min(max(hold_s, 0.0), WARM_S) * 16000 / READ_EVERY)) * READ_EVERY
         self.reset()
 
