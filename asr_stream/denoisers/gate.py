@@ -12,8 +12,8 @@ holds. It moves at most `1 / ramp_s` per second, sample by sample, so a change n
 Readings fall on fixed points of the stream (every 100 ms) and the ramp is anchored to them, so
 the output is the same however the audio is cut into calls.
 
-The gate adds no latency: the denoiser's output is aligned with its input, and the matching
-input samples wait in a short queue.
+The gate adds no latency past a held start (below): the denoiser's output is aligned with its
+input, and the matching input samples wait in a short queue.
 
 While the gate has passed the input through for a few seconds and the input alone reads clean
 (`noise_estimate.InputLevel`), the denoiser stops: the input goes out as it is and the denoiser
