@@ -135,7 +135,9 @@ def test_a_noisy_start_is_held_and_goes_out_at_the_first_decision(dfn, noisy):
     denoiser below 15 dB) a stream at 5 dB is the forced denoiser's output sample for sample,
     its first 0.8 s included; without the hold those went out as the input. A clean stream is held
     until its input reads clean (0.5 s) or its first SNR reading asks for none (0.8 s) and goes
-    out as it is; a stream shorter than the hold comes out whole at its end."""
+    out as it is; a stream that ends before any decision comes out whole at its end, as it is. After the start the
+    output is what it is without the hold (the decisions read the input and the denoised audio,
+    not the output)."""
     speech, x = noisy
     forced = _stream(dfn, x)
     held = GatedDenoiser(dfn, recognizer="nemo")
@@ -144,6 +146,7 @@ def test_a_noisy_start_is_held_and_goes_out_at_the_first_decision(dfn, noisy):
     unheld = _stream(GatedDenoiser(dfn, recognizer="nemo", hold_s=0), x)
     assert GatedDenoiser(dfn, recognizer="whisper").hold == 0  # Whisper's streams are not held
     assert np.array_equal(unheld[: 16000 // 2], x[: 16000 // 2]) and not np.array_equal(unheld, forced)
+    assert np.array_equal(unheld[2 * 16000 :], forced[2 * 16000 :])  # the hold changes the start alone
     clean = GatedDenoiser(dfn, recognizer="nemo")
     assert np.array_equal(_stream(clean, speech), speech) and clean.gate_counters()["start_held_s"] <= 0.8
     short = GatedDenoiser(dfn, recognizer="nemo")

@@ -207,15 +207,16 @@ class GatedDenoiser:
             n = min(ready, READ_EVERY - self.samples % READ_EVERY)
             x, self._pending = self._pending[:n], self._pending[n:]
             if self.asleep:
-                out.append(self._pass_block(x))
+                y = self._pass_block(x)
             else:
                 e, self._denoised = self._denoised[:n], self._denoised[n:]
-                out.append(self._mix_block(x, e))
-            if self._holding:
+                y = self._mix_block(x, e)
+            if not self._holding:
+                out.append(y)
+            else:  # kept with its twins until the first decision
                 self._held_x = np.concatenate([self._held_x, x])
                 if not self.asleep:
                     self._held_e = np.concatenate([self._held_e, e])
-                out.pop()
             if self.samples % READ_EVERY == 0:
                 out.append(self._at_reading_point())
         keep = self.samples - self.warm - self._history_at  # input the next start may need again
