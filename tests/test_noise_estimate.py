@@ -8,7 +8,7 @@ import pytest
 from asr_stream.denoisers import create_denoiser
 from asr_stream.denoisers.gate import calibration_for
 from asr_stream.evaluation.mixing import looped_segment, mix_at_snr, power
-from asr_stream.denoisers.noise_estimate import InputLevel, NoiseEstimator
+from asr_stream.denoisers.noise_estimate import InputLevel, NoiseEstimator, SpectralFloor
 from conftest import GATE_HELD_OUT_NOISES, SHARED_NOISE, SHARED_SPEECH, audioeval_clips, demo_clip, load_16k, needs_shared
 
 
@@ -71,6 +71,32 @@ def test_digital_silence_is_not_the_room():
     padded.update(padded_x, padded_e)
     assert alone.reading().snr_db is not None and padded.reading() == alone.reading()
 
+
+
+def test_the_per_band_floor_reads_continuous_speech_as_clean():
+    """Real speech with no pauses to speak of (the shipped clips back to back): the broadband
+    input level finds no floor and reads it far below clean; the per-band floor reads it clean at
+    every second, the same speech in white noise at 10 dB noisy, and zeros before it change
+    nothing."""
+    from asr_stream.denoisers.gate import CLEAN_SPECTRAL_DB
+
+    speech = np.concatenate([load_16k(demo_clip()[0])] + [load_16k(p) for p, _ in audioeval_clips()])
+    noisy = mix_at_snr(speech, np.random.default_rng(7).standard_normal(len(speech)).astype(np.float32), 10)[0]
+    for x, clean in ((speech, True), (noisy, False)):
+        spectral, level, readings = SpectralFloor(window_s=3.0), InputLevel(window_s=3.0), []
+        for i in range(0, len(x) - 16000, 16000):
+            spectral.update(x[i : i + 16000])
+            level.update(x[i : i + 16000])
+            readings.append((spectral.snr_db(), level.snr_db()))
+        if clean:
+            assert min(s for s, _ in readings) >= CLEAN_SPECTRAL_DB, readings
+            assert min(l for _, l in readings) < CLEAN_SPECTRAL_DB - 5, readings
+        else:
+            assert max(s for s, _ in readings) < CLEAN_SPECTRAL_DB - 5, readings
+    alone, padded = SpectralFloor(window_s=3.0), SpectralFloor(window_s=3.0)
+    alone.update(noisy[:16000])
+    padded.update(np.concatenate([np.zeros(16000, np.float32), noisy[:16000]]))
+    assert abs(alone.frames - padded.frames) <= 3 and abs(alone.snr_db() - padded.snr_db()) < 0.5
 
 
 def test_digital_silence_does_not_hide_babble():

@@ -15,25 +15,30 @@ the output is the same however the audio is cut into calls.
 The gate adds no latency past a held start (below): the denoiser's output is aligned with its
 input, and the matching input samples wait in a short queue.
 
-While the gate has passed the input through for a few seconds and the input alone reads clean
-(`noise_estimate.InputLevel`), the denoiser stops: the input goes out as it is and the denoiser
-costs nothing. When the input reads noisy again the denoiser starts from a fresh state, first
+The input alone is read two ways, over the last 3 s: `SpectralFloor` (per-band floors: clean read
+speech with few pauses reads clean there, where a broadband floor reads it like 20 dB SNR) and
+`InputLevel` (broadband: noise whose spectrum moves, a cat or clattering dishes, reads noisy
+there); it reads clean when both do. While the gate has passed the input through for a few
+seconds and the input reads clean, the denoiser stops: the input goes out as it is and the
+denoiser costs nothing. When either reading falls `WAKE_MARGIN_DB` below clean the denoiser
+starts again from a fresh state, first
 fed the last second of input (its output for that is thrown away) so it is warm when its output
 is heard, and the mix ramps up as before. The noise estimator is then fed every sample from
 where the warm-up began, so its readings are what they would have been with the denoiser running.
 
-A stream starts with the denoiser stopped: until the first reading (0.5 s) the mix is 0 either
-way, and a start there, fed the stream from its first sample, gives exactly the output of a
-denoiser that ran from the start; a stream whose input reads as clean as a stop needs never loads
-it. A stream that started it and whose first five readings all ask for a bypass stops it again at
+A stream starts with the denoiser stopped, and its first start waits for a second of input: the
+input alone says more then (speech has begun), and a start there, fed the stream from its first
+sample, gives the output of a denoiser that ran from the start but for the mix's first tenths of a
+second. It starts unless the input reads clean. A stream that reads clean never loads the denoiser. A
+stream that started it and whose first five readings all ask for a bypass stops it again at
 once instead of after the usual seconds (later in a stream, a short pause in the noise must not).
 Starting and stopping happen at reading points from a fresh state, so the output does not depend
 on how the audio is cut.
 
 For a recogniser that wants much denoising (NeMo's curves) a stream's first `hold_s` are held
-back until the first decision: the input-level reading at 0.5 s when it reads clean (released as
-it is), else the first SNR reading (0.8 s: the estimator's warm-up and window) at whose mix all
-of it goes out. Without the hold a stream's first words pass at mix 0 while that reading builds
+back until the first decision: the input readings at 1 s when they read clean (released as it
+is), else the first SNR reading after the start at whose mix all of it goes out; a held stream
+that ends sooner, in noise, is denoised whole at its end. Without the hold a stream's first words pass at mix 0 while that reading builds
 up, and a short utterance in noise is mostly those words. It delays a stream's first output once,
 by at most `hold_s`. Whisper, which wants little denoising, is not held: there the held start
 measured no better (BENCHMARKS.md has both).
@@ -49,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_stream.denoisers.noise_estimate import InputLevel, NoiseEstimator
+from asr_stream.denoisers.noise_estimate import InputLevel, NoiseEstimator, SpectralFloor
 from asr_stream.stages import Denoiser
 
 CALIBRATION = Path(__file__).with_name("gate_calibration.json")  # made by recipes/gate/calibrate.py
@@ -59,11 +64,12 @@ BABBLE_VAD = 0.5  # mean VAD probability of the noise above which it counts as b
 # in babble, 0.02-0.10 in other real noise)
 READ_EVERY = 1600  # samples between readings of the estimator (and decisions kept in the timeline) ...
 TIMELINE_SPAN = 1200  # ... for the last 2 minutes, so captions can say what their audio got
-WAKE_DB = 22.0  # the input alone reading below this starts the denoiser (InputLevel dB over 3 s: real
-# noise at 10 and 5 dB SNR after clean speech reads below it within 2.5 s; clean read speech stays
-# above it about three quarters of the time; BENCHMARKS.md has what the gate bench measures)
-SLEEP_MARGIN_DB = 5.0  # ... and it stops only while the input reads this much above WAKE_DB,
-SLEEP_AFTER_S = 3.0  # after the gate has passed the input through for this long,
+CLEAN_SPECTRAL_DB = 30.0  # the input alone reads clean when `SpectralFloor` reads at least this ...
+CLEAN_LEVEL_DB = 15.0  # ... and `InputLevel` at least this (noise whose spectrum moves reads clean by
+# the first); both over 3 s. BENCHMARKS.md has how often clean speech and noise start the denoiser
+START_DECISION_S = 1.0  # a stream's first start waits for this much input (not digital silence)
+WAKE_MARGIN_DB = 3.0  # later a stopped denoiser starts when either reads this much below (no flapping),
+SLEEP_AFTER_S = 3.0  # and it stops while the input reads clean after the gate has passed it through this long,
 MIN_AWAKE_S = 5.0  # and not before it has run this long (a start and a stop cost a model load);
 START_CLEAN_READINGS = 5  # but a stream whose first this many SNR readings all bypass stops it at once
 WARM_S = 1.0  # input the denoiser is fed again when it starts, its output thrown away
@@ -119,6 +125,7 @@ class GatedDenoiser:
         self.estimator = NoiseEstimator(calibration=estimator_map or calibration["estimator_map"],
                                         speech_detector=SileroVAD())
         self.level = InputLevel(window_s=3.0)
+        self.spectral = SpectralFloor(window_s=3.0)
         self.sleep = bool(sleep)
         self.warm = int(WARM_S * 16000)
         hold_s = HOLD_S.get(recognizer or "", 0.0) if hold_s is None else hold_s
@@ -129,13 +136,15 @@ class GatedDenoiser:
         self.inner.reset()
         self.estimator.reset()
         self.level.reset()
+        self.spectral.reset()
         self.mix = self.target = self.start_mix
         self._pending = np.zeros(0, np.float32)  # input samples not out yet, from stream sample `samples` on
         self._denoised = np.zeros(0, np.float32)  # their denoised twins, as far as the denoiser has got
         self._inner_at = 0  # the stream sample the denoiser's next output sample belongs to
         self._history = np.zeros(0, np.float32)  # recent input, from stream sample `_history_at` on
         self._history_at = 0
-        self.asleep = self.sleep and self.start_mix == 0.0  # the first reading starts it in noise (see the module)
+        self.asleep = self.sleep and self.start_mix == 0.0  # the first decision starts it in noise (see the module)
+        self._started = not self.asleep  # whether the denoiser has run in this stream
         self._estimated_to = 0  # the stream sample the noise estimator needs next
         self._awake_at = 0  # where the denoiser last started
         self._passing_since: int | None = None  # since when the gate has passed the input through
@@ -168,6 +177,11 @@ class GatedDenoiser:
         return self._emit()
 
     def flush(self) -> np.ndarray:
+        if self._holding and not self._started and self._input_reads_noisy():
+            self._wake()  # a held stream that ended before its first decision, in noise: denoised whole
+            self._take(self.inner.flush())
+            self._decide(self.estimator.reading())
+            return self._release()
         if not self.asleep:
             self._take(self.inner.flush())
         out = self._emit()
@@ -226,6 +240,7 @@ class GatedDenoiser:
 
     def _pass_block(self, x: np.ndarray) -> np.ndarray:
         self.level.update(x)
+        self.spectral.update(x)
         self.asleep_samples += len(x)
         self.samples += len(x)
         if not self._holding:
@@ -236,6 +251,7 @@ class GatedDenoiser:
         """Samples up to the next reading point: mix follows the ramp from the last decision."""
         n = len(x)
         self.level.update(x)
+        self.spectral.update(x)
         self._estimate(x, e)
         since = (self.samples - self._ramp_start) + np.arange(1, n + 1)
         ramp = self._ramp_mix + np.clip(self.target - self._ramp_mix, -self.step * since, self.step * since)
@@ -254,13 +270,15 @@ class GatedDenoiser:
 
     def _at_reading_point(self) -> np.ndarray:
         """Decide; returns the held start once its mix is known."""
-        level = self.level.snr_db()
         released = np.zeros(0, np.float32)
         if self.asleep:
-            first = self.wakes == 0  # the stream's start: stopped unless it reads as clean as a stop needs
-            if level is not None and level < WAKE_DB + (SLEEP_MARGIN_DB if first else 0.0):
+            if not self._started:  # the stream's start (see the module)
+                noisy = self._input_reads_noisy() if self.level.frames >= START_DECISION_S * 100 else None
+            else:
+                noisy = self._input_reads_noisy(WAKE_MARGIN_DB)
+            if noisy:
                 self._wake()
-            elif self._holding and (level is not None or self.samples >= self.hold):
+            elif self._holding and (noisy is not None or self.samples >= self.hold):
                 released = self._release()  # it reads clean: as it is
         else:  # the window is 1.5 s: a reading per 100 ms is plenty
             reading = self.estimator.reading()
@@ -277,19 +295,28 @@ class GatedDenoiser:
             if reading.snr_db is not None:  # a pause neither counts nor breaks the run
                 self._clean_readings = self._clean_readings + 1 if passing else 0
                 self._clean_so_far = self._clean_so_far and passing
-            quiet = level is None or level >= WAKE_DB + SLEEP_MARGIN_DB
+            noisy = self._input_reads_noisy()
+            quiet = not noisy
             long_passing = (self._passing_since is not None
                             and self.samples - self._passing_since >= SLEEP_AFTER_S * 16000
                             and self.samples - self._awake_at >= MIN_AWAKE_S * 16000)
-            clean_start = self._clean_so_far and self._clean_readings >= START_CLEAN_READINGS and level is not None
+            clean_start = self._clean_so_far and self._clean_readings >= START_CLEAN_READINGS and noisy is not None
             if self.sleep and quiet and (long_passing or clean_start):
                 self._fall_asleep()
         self._timeline.append((self.samples, self.mix, None if self.asleep else self.last_snr_db, self.babble))
         return released
 
+    def _input_reads_noisy(self, margin_db: float = 0.0) -> bool | None:
+        """Whether the input alone reads noisy (either reading `margin_db` below clean); None
+        before both have half a second of it."""
+        spectral, level = self.spectral.snr_db(), self.level.snr_db()
+        if spectral is None or level is None:
+            return None
+        return spectral < CLEAN_SPECTRAL_DB - margin_db or level < CLEAN_LEVEL_DB - margin_db
+
     def _wake(self) -> None:
         """Start the (fresh) denoiser on the last `warm` samples, so it is warm from here on."""
-        self.asleep = False
+        self.asleep, self._started = False, True
         self.wakes += 1
         self._awake_at = self._ramp_start = self.samples
         self._ramp_mix = self.mix = self.target = 0.0
