@@ -145,7 +145,18 @@ def calibrated(points, raw: float | None) -> float | None:
     return ys[i] + (ys[i + 1] - ys[i]) / (xs[i + 1] - xs[i]) * (raw - xs[i])
 
 
-class InputLevel:
+class _RecentFrames:
+    """A ring of the last `size` frames' powers (`_p`, one row per frame)."""
+
+    def _keep(self, powers: np.ndarray) -> None:
+        powers = powers[-self.size :]
+        self._p[(self._next + np.arange(len(powers))) % self.size] = powers
+        self._next = (self._next + len(powers)) % self.size
+        self._filled = min(self._filled + len(powers), self.size)
+        self.frames += len(powers)
+
+
+class InputLevel(_RecentFrames):
     """A rough SNR from the input alone, for while no denoiser runs: over the last `window_s`,
     the quietest fifth of the 10 ms frames is the noise floor and the loudest half, less that
     floor, the speech. Pauses between words give the floor away; where there are none, or the
@@ -169,11 +180,7 @@ class InputLevel:
         n = len(x) // FRAME * FRAME
         self._carry = x[n:]
         powers = (x[:n].reshape(-1, FRAME).astype(np.float64) ** 2).mean(1)
-        powers = powers[powers >= DIGITAL_SILENCE][-self.size :]
-        self._p[(self._next + np.arange(len(powers))) % self.size] = powers
-        self._next = (self._next + len(powers)) % self.size
-        self._filled = min(self._filled + len(powers), self.size)
-        self.frames += len(powers)
+        self._keep(powers[powers >= DIGITAL_SILENCE])
 
     def snr_db(self) -> float | None:
         """None before half a second of input that is not digital silence; inf when the floor is
@@ -189,7 +196,7 @@ class InputLevel:
         return 10 * math.log10(speech / floor)
 
 
-class SpectralFloor:
+class SpectralFloor(_RecentFrames):
     """A rough SNR from the input alone that reads continuous speech right: in speech with few
     pauses the quietest frames are still speech, so a broadband floor (`InputLevel`) reads clean
     read speech like speech at 20 dB SNR; each frequency band on its own still falls to the
@@ -222,11 +229,7 @@ class SpectralFloor:
         frames = np.lib.stride_tricks.sliding_window_view(x, self.SIZE)[: n * self.HOP : self.HOP]
         frames = frames[(frames[:, -self.HOP :].astype(np.float64) ** 2).mean(1) >= DIGITAL_SILENCE]
         spectra = np.fft.rfft(frames * self._window, axis=1)[:, self.BANDS]
-        powers = (spectra.real**2 + spectra.imag**2)[-self.size :]
-        self._p[(self._next + np.arange(len(powers))) % self.size] = powers
-        self._next = (self._next + len(powers)) % self.size
-        self._filled = min(self._filled + len(powers), self.size)
-        self.frames += len(powers)
+        self._keep(spectra.real**2 + spectra.imag**2)
 
     def snr_db(self) -> float | None:
         """None before half a second of input that is not digital silence; inf when the floors are
