@@ -38,8 +38,8 @@ on how the audio is cut.
 For a recogniser that wants much denoising (NeMo's curves) a stream's first `hold_s` are held
 back until the first decision: the input readings at 1 s when they read clean (released as it
 is), else the first SNR reading after the start at whose mix all of it goes out; a held stream
-that ends sooner, in noise, is denoised whole at its end. Without the hold a stream's first words pass at mix 0 while that reading builds
-up, and a short utterance in noise is mostly those words. It delays a stream's first output once,
+that ends sooner, in noise, is denoised whole at its end. Without the hold a stream's first words
+pass at mix 0 while that reading builds up, and a short utterance in noise is mostly those words. It delays a stream's first output once,
 by at most `hold_s`. Whisper, which wants little denoising, is not held: there the held start
 measured no better (BENCHMARKS.md has both).
 """
@@ -295,14 +295,14 @@ class GatedDenoiser:
             if reading.snr_db is not None:  # a pause neither counts nor breaks the run
                 self._clean_readings = self._clean_readings + 1 if passing else 0
                 self._clean_so_far = self._clean_so_far and passing
-            noisy = self._input_reads_noisy()
-            quiet = not noisy
             long_passing = (self._passing_since is not None
                             and self.samples - self._passing_since >= SLEEP_AFTER_S * 16000
                             and self.samples - self._awake_at >= MIN_AWAKE_S * 16000)
-            clean_start = self._clean_so_far and self._clean_readings >= START_CLEAN_READINGS and noisy is not None
-            if self.sleep and quiet and (long_passing or clean_start):
-                self._fall_asleep()
+            clean_start = self._clean_so_far and self._clean_readings >= START_CLEAN_READINGS
+            if self.sleep and (long_passing or clean_start):  # read the input only when it could stop
+                noisy = self._input_reads_noisy()
+                if (long_passing and not noisy) or (clean_start and noisy is False):
+                    self._fall_asleep()
         self._timeline.append((self.samples, self.mix, None if self.asleep else self.last_snr_db, self.babble))
         return released
 
